@@ -1,0 +1,33 @@
+"""A name -> constructor registry, so scripts can build any model from a command-line string."""
+
+from typing import Callable, Dict, List
+
+from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models"]
+
+_model_constructors: Dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: make ``constructor`` reachable by its function name."""
+    name = constructor.__name__
+    if name in _model_constructors:
+        raise ValueError(f"model {name!r} is registered twice")
+    _model_constructors[name] = constructor
+    return constructor
+
+
+def list_models() -> List[str]:
+    return sorted(_model_constructors)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model; an unknown name is a ValueError that lists the valid ones."""
+    try:
+        constructor = _model_constructors[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
+        ) from None
+    return constructor(**kwargs)
