@@ -8,7 +8,7 @@ torchvision's.
 """
 
 import math
-from typing import Callable, List, Optional, Sequence, Type, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "DEFAULT_KERNEL_SIZES",
+    "RESNET_LAYOUTS",
+    "refuse_pretrained",
+    "stage_kernel_sizes",
     "eca_resnet18",
     "eca_resnet34",
     "eca_resnet50",
@@ -126,6 +129,15 @@ class Bottleneck(_AttentiveBlock):
 
 Block = Type[Union[BasicBlock, Bottleneck]]
 
+RESNET_LAYOUTS: Dict[int, Tuple[Block, Tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+"""Depth -> (block, blocks per stage), shared by every ResNet variant so they differ only in attention."""
+
 
 class ResNet(nn.Module):
     """A ResNet for 3-channel inputs of at least 32 x 32 pixels (global pooling is adaptive)."""
@@ -210,19 +222,21 @@ def stage_kernel_sizes(block: Block, k_size: KernelSizeSpec) -> List[int]:
     return parse_kernel_sizes(k_size, [planes * block.expansion for planes in ResNet.stage_planes])
 
 
-def _eca_resnet(
-    name: str,
-    block: Block,
-    layers: Sequence[int],
-    k_size: Optional[KernelSizeSpec],
-    num_classes: int,
-    pretrained: bool,
-) -> ResNet:
+def refuse_pretrained(name: str, pretrained: bool) -> None:
+    """``pretrained=True`` is kept in the signatures for the original's positional calls, but
+    nothing is ever downloaded: say how to load a file instead."""
     if pretrained:
         raise ValueError(
             f"{name}(pretrained=True): weights are never downloaded; build the model and load "
             "a released checkpoint file instead (main.py --pretrained PATH)"
         )
+
+
+def _eca_resnet(
+    name: str, depth: int, k_size: Optional[KernelSizeSpec], num_classes: int, pretrained: bool
+) -> ResNet:
+    refuse_pretrained(name, pretrained)
+    block, layers = RESNET_LAYOUTS[depth]
     kernel_sizes = stage_kernel_sizes(block, DEFAULT_KERNEL_SIZES[name] if k_size is None else k_size)
 
     def eca_for_stage(channels: int, stage: int) -> nn.Module:
@@ -234,28 +248,28 @@ def _eca_resnet(
 @register_model
 def eca_resnet18(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
     """ECA-ResNet-18; k_size defaults to the released checkpoint's 3577."""
-    return _eca_resnet("eca_resnet18", BasicBlock, [2, 2, 2, 2], k_size, num_classes, pretrained)
+    return _eca_resnet("eca_resnet18", 18, k_size, num_classes, pretrained)
 
 
 @register_model
 def eca_resnet34(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
     """ECA-ResNet-34; k_size defaults to the released checkpoint's 3357."""
-    return _eca_resnet("eca_resnet34", BasicBlock, [3, 4, 6, 3], k_size, num_classes, pretrained)
+    return _eca_resnet("eca_resnet34", 34, k_size, num_classes, pretrained)
 
 
 @register_model
 def eca_resnet50(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
     """ECA-ResNet-50; k_size defaults to the released checkpoint's 3557."""
-    return _eca_resnet("eca_resnet50", Bottleneck, [3, 4, 6, 3], k_size, num_classes, pretrained)
+    return _eca_resnet("eca_resnet50", 50, k_size, num_classes, pretrained)
 
 
 @register_model
 def eca_resnet101(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
     """ECA-ResNet-101; k_size defaults to the released checkpoint's 3357."""
-    return _eca_resnet("eca_resnet101", Bottleneck, [3, 4, 23, 3], k_size, num_classes, pretrained)
+    return _eca_resnet("eca_resnet101", 101, k_size, num_classes, pretrained)
 
 
 @register_model
 def eca_resnet152(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
     """ECA-ResNet-152; k_size defaults to the released checkpoint's 3357."""
-    return _eca_resnet("eca_resnet152", Bottleneck, [3, 8, 36, 3], k_size, num_classes, pretrained)
+    return _eca_resnet("eca_resnet152", 152, k_size, num_classes, pretrained)
