@@ -1,0 +1,365 @@
+"""Checkpoint files: safe loading, atomic saving, and building the model a checkpoint holds.
+
+Loading never runs code (``weights_only=True``), accepts the released checkpoints (legacy
+serialization, ``module.`` keys, a tensor ``best_prec1``, sometimes a wrong ``arch`` string),
+this project's own checkpoints and bare state_dicts. The architecture, the per-layer ECA
+kernel sizes and the number of classes are read from the weights' shapes, so a released
+file needs no flags; where the caller's explicit choice contradicts the file, one line says
+what the file holds and what to pass.
+"""
+
+import os
+import pickle
+import shutil
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+import models
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointWarning",
+    "load_checkpoint_file",
+    "extract_state_dict",
+    "strip_prefixes",
+    "infer_arch",
+    "infer_model_kwargs",
+    "format_kernel_sizes",
+    "load_model",
+    "save_checkpoint",
+    "copy_checkpoint",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+StateDict = Dict[str, torch.Tensor]
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Added by DataParallel/DistributedDataParallel and by torch.compile, in any nesting order."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be used as asked; ``str()`` is one line meant for the user."""
+
+
+class CheckpointWarning(UserWarning):
+    """Something in a checkpoint was ignored or guessed; the load still went ahead."""
+
+
+def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
+    """Read a checkpoint onto the CPU without ever executing code from it.
+
+    A bare state_dict comes back wrapped as ``{"state_dict": ...}`` so that callers see one
+    shape of dict. Missing, unreadable, non-checkpoint and unsafe files are CheckpointErrors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else f"checkpoint {path} is not a file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise CheckpointError(
+                f"refusing to load {path}: it contains Python objects other than tensors and plain "
+                "containers, which could run code; only weight files are loaded"
+            ) from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated") from None
+    if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return {"state_dict": checkpoint}
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict", checkpoint.get("model")), dict):
+        raise CheckpointError(f"{path} holds no model weights (expected a state_dict or a dict with 'state_dict')")
+    return checkpoint
+
+
+def strip_prefixes(state_dict: StateDict) -> StateDict:
+    """The same weights with the wrapper prefixes (``module.``, ``_orig_mod.``) removed from every key."""
+    stripped = {}
+    for key, value in state_dict.items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        stripped[key] = value
+    return stripped
+
+
+def extract_state_dict(checkpoint: Dict[str, Any]) -> StateDict:
+    """The model weights of a loaded checkpoint, keyed as an unwrapped model names them."""
+    state_dict = checkpoint.get("state_dict", checkpoint.get("model", checkpoint))
+    return strip_prefixes(state_dict)
+
+
+# --- what a state_dict's layout says about the model --------------------------------------
+
+
+def _is_kernel_layer(module: nn.Module) -> bool:
+    """ECA-like layers: a ``k_size`` and a Conv1d ``conv`` whose last weight dimension is k."""
+    return isinstance(getattr(module, "k_size", None), int) and isinstance(getattr(module, "conv", None), nn.Conv1d)
+
+
+def _classifier_name(model: nn.Module) -> str:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+
+
+@lru_cache(maxsize=None)
+def _layout(arch: str) -> Tuple[Dict[str, Tuple[int, ...]], Tuple[str, ...], str]:
+    """(key -> shape with k and class dimensions blanked, kernel-layer names, classifier name).
+
+    Built on the meta device: no memory, no initialisation cost, whatever the depth.
+    """
+    with torch.device("meta"):
+        model = models.create_model(arch)
+    kernel_layers = tuple(name for name, module in model.named_modules() if _is_kernel_layer(module))
+    classifier = _classifier_name(model)
+    masked = {f"{name}.conv.weight" for name in kernel_layers}
+    shapes = {}
+    for key, tensor in model.state_dict().items():
+        shape = tuple(tensor.shape)
+        if key in masked:
+            shape = shape[:-1] + (-1,)
+        elif key in (f"{classifier}.weight", f"{classifier}.bias"):
+            shape = (-1,) + shape[1:]
+        shapes[key] = shape
+    return shapes, kernel_layers, classifier
+
+
+def _fits(arch: str, state_dict: StateDict) -> bool:
+    shapes = _layout(arch)[0]
+    if shapes.keys() != state_dict.keys():
+        return False
+    return all(
+        len(expected) == state_dict[key].dim()
+        and all(e == -1 or e == s for e, s in zip(expected, state_dict[key].shape))
+        for key, expected in shapes.items()
+    )
+
+
+def infer_arch(state_dict: StateDict, hint: Optional[str] = None) -> str:
+    """The registered model whose layout (keys, block types, depths, widths) the weights have.
+
+    ``hint`` (e.g. the checkpoint's own ``arch`` string) is tried first and wins a tie.
+    """
+    state_dict = strip_prefixes(state_dict)
+    if hint in models.model_names and _fits(hint, state_dict):
+        return hint
+    for arch in models.model_names:
+        if _fits(arch, state_dict):
+            return arch
+    raise CheckpointError(
+        f"the checkpoint's weights ({len(state_dict)} tensors, first {next(iter(state_dict), 'none')!r}) "
+        f"match none of the known models: {', '.join(models.model_names)}"
+    )
+
+
+def _checkpoint_kernel_sizes(arch: str, state_dict: StateDict) -> List[int]:
+    return [state_dict[f"{name}.conv.weight"].shape[-1] for name in _layout(arch)[1]]
+
+
+def _model_kernel_sizes(arch: str, k_size: Any) -> List[int]:
+    with torch.device("meta"):
+        model = models.create_model(arch, k_size=k_size)
+    return [module.k_size for module in model.modules() if _is_kernel_layer(module)]
+
+
+def _stage(layer_name: str) -> str:
+    """The top-level module a layer sits in (``layer2`` for ``layer2.3.eca``)."""
+    return layer_name.split(".", 1)[0]
+
+
+def _kernel_size_spec(arch: str, layer_names: Sequence[str], sizes: List[int]) -> Optional[List[int]]:
+    """The constructor's ``k_size`` that rebuilds exactly these per-layer sizes, if one exists.
+
+    Tried in turn: one k per top-level stage (ECA-ResNets), then one k per layer
+    (ECA-MobileNetV2); each candidate is checked by building the model on the meta device.
+    """
+    stages: Dict[str, List[int]] = {}
+    for name, size in zip(layer_names, sizes):
+        stages.setdefault(_stage(name), []).append(size)
+    candidates = []
+    if all(len(set(stage_sizes)) == 1 for stage_sizes in stages.values()):
+        candidates.append([stage_sizes[0] for stage_sizes in stages.values()])
+    candidates.append(list(sizes))
+    for candidate in candidates:
+        try:
+            if _model_kernel_sizes(arch, candidate) == sizes:
+                return candidate
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def format_kernel_sizes(sizes: Sequence[int]) -> str:
+    """As ``--ksize`` takes them: ``3557``, or comma-separated when some k has two digits."""
+    return "".join(map(str, sizes)) if all(k < 10 for k in sizes) else ",".join(map(str, sizes))
+
+
+def infer_model_kwargs(arch: str, state_dict: StateDict) -> Dict[str, Any]:
+    """The constructor arguments (``num_classes`` and, for ECA models, ``k_size``) that make
+    ``models.create_model(arch, **kwargs)`` hold exactly these weights."""
+    state_dict = strip_prefixes(state_dict)
+    if not _fits(arch, state_dict):
+        raise CheckpointError(f"the checkpoint's weights are not {arch}'s; they are {infer_arch(state_dict)}'s")
+    _, layer_names, classifier = _layout(arch)
+    kwargs: Dict[str, Any] = {"num_classes": state_dict[f"{classifier}.weight"].shape[0]}
+    if layer_names:
+        sizes = _checkpoint_kernel_sizes(arch, state_dict)
+        spec = _kernel_size_spec(arch, layer_names, sizes)
+        if spec is None:
+            raise CheckpointError(
+                f"the checkpoint's ECA kernel sizes {format_kernel_sizes(sizes)} cannot be built by {arch} "
+                "(its k_size is one size per stage)"
+            )
+        kwargs["k_size"] = spec
+    return kwargs
+
+
+def load_model(
+    path: PathLike,
+    arch: Optional[str] = None,
+    k_size: Any = None,
+    num_classes: Optional[int] = None,
+    strict: bool = True,
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Build the model a checkpoint file holds and load its weights.
+
+    ``arch``, ``k_size`` and ``num_classes`` may be left out: they are read from the weights.
+    Given explicitly, they must agree with the weights (a CheckpointError says what the file
+    holds and what to pass), except ``num_classes``: a different count leaves the classifier
+    freshly initialised, for fine-tuning. A wrong ``arch`` string inside the file is ignored
+    with a CheckpointWarning. ``strict=False`` instead builds ``arch`` as asked and loads the
+    tensors whose names and shapes fit, warning how many did not.
+
+    ``info`` holds ``arch``, the constructor ``kwargs``, the file's ``epoch`` and
+    ``best_prec1`` (a float or None), and the loaded ``checkpoint`` dict itself, so a caller
+    can go on to restore an optimizer without reading the file twice.
+    """
+    checkpoint = load_checkpoint_file(path)
+    state_dict = extract_state_dict(checkpoint)
+    file_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
+    if arch is not None and arch not in models.model_names:
+        raise CheckpointError(f"unknown model {arch!r}; choose one of: {', '.join(models.model_names)}")
+    if arch is not None and not _fits(arch, state_dict):
+        if strict:
+            held = infer_arch(state_dict, hint=file_arch)
+            raise CheckpointError(f"{path} holds {held} weights, not {arch}; use -a {held} or leave -a out")
+        return _load_partially(path, checkpoint, state_dict, arch, k_size, num_classes)
+    if arch is None:
+        arch = infer_arch(state_dict, hint=file_arch)
+    if file_arch is not None and file_arch != arch:
+        warnings.warn(
+            f"{path} says arch {file_arch!r} but its weights are {arch}'s; loading them as {arch}",
+            CheckpointWarning,
+            stacklevel=2,
+        )
+    kwargs = infer_model_kwargs(arch, state_dict)
+    if k_size is not None:
+        _check_kernel_sizes(path, arch, k_size, state_dict, kwargs.get("k_size"))
+    classifier = _layout(arch)[2]
+    if num_classes is not None and num_classes != kwargs["num_classes"]:
+        warnings.warn(
+            f"{path} has a {kwargs['num_classes']}-class classifier; with {num_classes} classes "
+            f"'{classifier}' is left out and trained from scratch",
+            CheckpointWarning,
+            stacklevel=2,
+        )
+        kwargs["num_classes"] = num_classes
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(classifier + ".")}
+    model = models.create_model(arch, **kwargs)
+    model.load_state_dict(state_dict, strict=len(state_dict) == len(_layout(arch)[0]))
+    return model, _info(arch, kwargs, checkpoint)
+
+
+def _load_partially(
+    path: PathLike,
+    checkpoint: Dict[str, Any],
+    state_dict: StateDict,
+    arch: str,
+    k_size: Any,
+    num_classes: Optional[int],
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    kwargs: Dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    if k_size is not None:
+        kwargs["k_size"] = k_size
+    model = models.create_model(arch, **kwargs)
+    own = model.state_dict()
+    fitting = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    warnings.warn(
+        f"{path} does not fit {arch}: loaded {len(fitting)} of its {len(own)} tensors, the rest stay as initialised",
+        CheckpointWarning,
+        stacklevel=3,
+    )
+    return model, _info(arch, kwargs, checkpoint)
+
+
+def _info(arch: str, kwargs: Dict[str, Any], checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    best = checkpoint.get("best_prec1")
+    return {
+        "arch": arch,
+        "kwargs": kwargs,
+        "epoch": checkpoint.get("epoch"),
+        "best_prec1": float(best) if best is not None else None,
+        "checkpoint": checkpoint,
+    }
+
+
+def _check_kernel_sizes(path: PathLike, arch: str, k_size: Any, state_dict: StateDict, spec: Any) -> None:
+    """One line naming the first layer where an explicit ``k_size`` disagrees with the file."""
+    try:
+        wanted = _model_kernel_sizes(arch, k_size)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"--ksize for {arch}: {error}") from None
+    held = _checkpoint_kernel_sizes(arch, state_dict)
+    names = _layout(arch)[1]
+    per_stage = spec is not None and len(spec) < len(names)
+    for name, want, have in zip(names, wanted, held):
+        if want != have:
+            where = _stage(name) if per_stage else name
+            raise CheckpointError(
+                f"{path}: the checkpoint has k={have} in {where} where --ksize gives k={want}; "
+                f"use --ksize {format_kernel_sizes(spec)} or leave --ksize out"
+            )
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _atomic_write(path: PathLike, write: Callable[[Any], None]) -> None:
+    """Write through a temporary file in the same directory, fsync it, then rename it over
+    ``path``: a crash at any moment leaves either the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
+    """Save atomically; ``state["state_dict"]`` is written without wrapper prefixes whatever
+    wrapped the model, so every checkpoint loads into a bare model."""
+    if "state_dict" in state:
+        state = {**state, "state_dict": strip_prefixes(state["state_dict"])}
+    _atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def copy_checkpoint(source: PathLike, destination: PathLike) -> None:
+    """Atomically copy a saved checkpoint (e.g. to ``model_best.pth.tar``) without re-serialising."""
+    with open(source, "rb") as src:
+        _atomic_write(destination, lambda handle: shutil.copyfileobj(src, handle))
