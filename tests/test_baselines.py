@@ -7,6 +7,7 @@ import torchvision
 
 import models
 from models import EfficientChannelAttention, NonSharedChannelAttention, SqueezeExcitation
+from utils.checkpoint import load_model
 
 BASELINES = [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -140,3 +141,15 @@ def test_baselines_refuse_downloads():
         models.se_resnet50(pretrained=True)
     with pytest.raises(ValueError, match="k=4"):
         models.eca_ns_resnet50(k_size="3547")
+
+
+@pytest.mark.parametrize("arch, kwargs", [("se_resnet50", {}), ("eca_ns_resnet50", {"k_size": "3335"})])
+def test_checkpoint_loader_recognises_the_baselines(tmp_path, arch, kwargs):
+    torch.manual_seed(0)
+    model = models.create_model(arch, num_classes=10, **kwargs)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    loaded, info = load_model(tmp_path / "weights.pth")
+    assert info["arch"] == arch and info["kwargs"]["num_classes"] == 10
+    assert info["kwargs"].get("k_size") == ([3, 3, 3, 5] if kwargs else None)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
