@@ -19,7 +19,6 @@ they are not ImageNet's (1000 classes, 50 validation images each; --expect-* ove
 
 import argparse
 import csv
-import io
 import os
 import re
 import shutil
@@ -184,16 +183,14 @@ def read_devkit_labels(devkit: Path) -> Dict[str, str]:
     if not isinstance(synsets, list):
         raise PrepareError(f"{devkit}: meta.mat has no 'synsets' struct array")
     id_to_wnid = {int(synset["ILSVRC2012_ID"]): synset["WNID"] for synset in synsets}
-    labels = {}
     with files[GROUND_TRUTH]() as handle:
-        for line_number, line in enumerate(io.TextIOWrapper(handle, encoding="ascii"), start=1):
-            try:
-                wnid = id_to_wnid[int(line)]
-            except (ValueError, KeyError):
-                raise PrepareError(
-                    f"{GROUND_TRUTH} line {line_number}: {line.strip()!r} is not an ILSVRC2012_ID of meta.mat"
-                ) from None
-            labels[f"ILSVRC2012_val_{line_number:08d}.JPEG"] = wnid
+        ids = handle.read().decode("ascii", errors="replace").split()  # the n-th ID labels image n
+    labels = {}
+    for number, label in enumerate(ids, start=1):
+        try:
+            labels[f"ILSVRC2012_val_{number:08d}.JPEG"] = id_to_wnid[int(label)]
+        except (ValueError, KeyError):
+            raise PrepareError(f"{GROUND_TRUTH} entry {number}: {label!r} is not an ILSVRC2012_ID of meta.mat") from None
     return labels
 
 
@@ -218,10 +215,14 @@ def read_solution_labels(csv_path: Path) -> Dict[str, str]:
 # Writing, with completion marked by a rename so that reruns skip finished work.
 
 
-def _write(source: IO[bytes], destination: Path) -> None:
-    partial = destination.with_name(destination.name + ".partial")
-    with source, open(partial, "wb") as out:
+def _copy(source: IO[bytes], destination: Path) -> None:
+    with source, open(destination, "wb") as out:
         shutil.copyfileobj(source, out, 1 << 20)
+
+
+def _copy_atomically(source: IO[bytes], destination: Path) -> None:
+    partial = destination.with_name(destination.name + ".partial")
+    _copy(source, partial)
     partial.replace(destination)
 
 
@@ -235,7 +236,7 @@ def extract_class(class_tar: Opener, destination: Path) -> int:
         for member in archive:
             name = os.path.basename(member.name)
             if member.isfile() and name.lower().endswith(IMAGE_SUFFIXES):
-                _write(archive.extractfile(member), partial / name)
+                _copy(archive.extractfile(member), partial / name)
                 count += 1
     partial.rename(destination)
     return count
@@ -281,7 +282,7 @@ def prepare_val(val: Path, labels: Dict[str, str], out: Path, dry_run: bool) -> 
     if not dry_run:
         for name in todo:
             (out / labels[name]).mkdir(parents=True, exist_ok=True)
-            _write(images[name](), out / labels[name] / name)
+            _copy_atomically(images[name](), out / labels[name] / name)
     return per_class, len(todo)
 
 

@@ -179,7 +179,12 @@ def write_bad_inputs(tmp_path: Path, downloads: Path) -> dict:
     (tmp_path / "no_header.csv").write_text("ILSVRC2012_val_00000001,n01440764 1 2 3 4\n")
     partial = (downloads / "LOC_val_solution.csv").read_text().splitlines()[:-1]
     (tmp_path / "partial.csv").write_text("\n".join(partial) + "\n")
+    bad_devkit = tmp_path / "devkit" / "data"
+    bad_devkit.mkdir(parents=True)
+    (bad_devkit / "meta.mat").write_bytes((FIXTURES / "imagenet_meta.mat").read_bytes())
+    (bad_devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("2\n1\n1001\n3\n1\n2\n")
     return {
+        "bad_id": (["--val", downloads / "val_flat", "--devkit", tmp_path / "devkit"], "entry 3: '1001' is not an"),
         "missing": (["--train", tmp_path / "nowhere.tar"], "no such file or directory"),
         "corrupt": (["--train", tmp_path / "not_a.tar"], "not a readable tar file"),
         "header": (["--val", downloads / "val_flat", "--val-labels", tmp_path / "no_header.csv"], "expected the header"),
@@ -188,7 +193,7 @@ def write_bad_inputs(tmp_path: Path, downloads: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "header", "unlabelled", "no_meta"])
+@pytest.mark.parametrize("case", ["missing", "corrupt", "header", "unlabelled", "no_meta", "bad_id"])
 def test_bad_inputs_are_one_line_errors(downloads, tmp_path, case):
     args, message = write_bad_inputs(tmp_path, downloads)[case]
     result = run("--out", tmp_path / "out", *args)
