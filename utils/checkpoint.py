@@ -335,6 +335,7 @@ def _atomic_write(path: PathLike, write: Callable[[Any], None]) -> None:
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -349,6 +350,13 @@ def _atomic_write(path: PathLike, write: Callable[[Any], None]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _umask() -> int:
+    """The process umask (only readable by setting it), so checkpoints get the usual permissions, not mkstemp's 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:

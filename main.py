@@ -1,0 +1,369 @@
+"""Train and evaluate ECA-Net models on ImageNet-style data, as the original main.py did.
+
+Single process (CPU, one GPU, DataParallel over all visible GPUs) or DistributedDataParallel
+under torchrun / --world-size. Every flag of the original keeps its name and meaning.
+"""
+
+import argparse
+import os
+import sys
+import warnings
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+import models
+from utils.checkpoint import CheckpointError, copy_checkpoint, load_model, save_checkpoint
+from utils.data import (
+    IMAGENET_TRAIN_SIZE,
+    IMAGENET_VAL_SIZE,
+    DataError,
+    SyntheticImages,
+    build_dataset,
+    build_loader,
+    start_epoch,
+)
+from utils.distributed import DistributedContext, barrier, cleanup, init_distributed, parameters_agree
+from utils.engine import evaluate, set_learning_rate, step_learning_rate, train_one_epoch
+from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
+
+DEFAULT_ARCH = "eca_resnet50"
+
+RECIPES: Dict[str, Dict[str, float]] = {
+    # The paper's ResNet recipe: SGD, batch 256, lr 0.1 divided by 10 every 30 of 100 epochs.
+    "resnet": {"lr": 0.1, "weight_decay": 1e-4, "batch_size": 256, "epochs": 100, "lr_step": 30, "lr_gamma": 0.1},
+    # MobileNetV2's: batch 96, lr 0.045 decayed by 0.98 every epoch for 400 epochs, wd 4e-5.
+    "mobilenet": {"lr": 0.045, "weight_decay": 4e-5, "batch_size": 96, "epochs": 400, "lr_step": 1, "lr_gamma": 0.98},
+}
+
+
+class UsageError(Exception):
+    """A bad command line; ``str()`` is one line meant for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr, not the usage block: the full help is one ``--help`` away."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = _Parser(description="ECA-Net ImageNet training and evaluation", prog="main.py")
+    parser.add_argument("data", nargs="?", metavar="DIR", help="dataset root with train/ and val/ ImageFolders")
+    parser.add_argument("-a", "--arch", metavar="ARCH", default=None,
+                        help=f"model: {' | '.join(models.model_names)} (default: the checkpoint's with "
+                        f"--resume/--pretrained, else {DEFAULT_ARCH})")
+    parser.add_argument("--ksize", default=None, metavar="K",
+                        help="ECA kernel size per stage, e.g. 3557 or 3,5,5,7, or 'adaptive' (Eq. 9); "
+                        "default: the model's released k, or the checkpoint's")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classifier outputs (default: the checkpoint's, else the number of class folders)")
+    parser.add_argument("-j", "--workers", default=4, type=int, metavar="N", help="data-loading workers per process")
+    parser.add_argument("--epochs", default=None, type=int, metavar="N", help="total epochs (100; 400 for MobileNetV2)")
+    parser.add_argument("--start-epoch", default=0, type=int, metavar="N",
+                        help="epoch number to start at (overridden by --resume)")
+    parser.add_argument("-b", "--batch-size", default=None, type=int, metavar="N",
+                        help="total batch size over all processes (256; 96 for MobileNetV2)")
+    parser.add_argument("--lr", "--learning-rate", default=None, type=float, metavar="LR",
+                        help="initial learning rate (0.1; 0.045 for MobileNetV2)")
+    parser.add_argument("--lr-step", default=None, type=int, metavar="N",
+                        help="epochs between learning-rate decays (30; 1 for MobileNetV2)")
+    parser.add_argument("--lr-gamma", default=None, type=float, metavar="G",
+                        help="learning-rate decay factor (0.1; 0.98 for MobileNetV2)")
+    parser.add_argument("--momentum", default=0.9, type=float, metavar="M")
+    parser.add_argument("--wd", "--weight-decay", default=None, type=float, metavar="W", dest="weight_decay",
+                        help="weight decay (1e-4; 4e-5 for MobileNetV2)")
+    parser.add_argument("-p", "--print-freq", default=10, type=int, metavar="N", help="progress line every N steps")
+    parser.add_argument("--resume", default="", type=str, metavar="PATH",
+                        help="continue from a checkpoint (or, with --evaluate, evaluate it)")
+    parser.add_argument("-e", "--evaluate", action="store_true", help="evaluate on val/ and exit")
+    parser.add_argument("--pretrained", default="", type=str, metavar="PATH",
+                        help="start from the weights of a (released) checkpoint, at epoch 0")
+    parser.add_argument("--image-size", default=224, type=int, metavar="S",
+                        help="training crop; evaluation resizes to S/0.875 and centre-crops S")
+    parser.add_argument("--min-scale", default=0.08, type=float, metavar="F",
+                        help="smallest area fraction RandomResizedCrop takes")
+    parser.add_argument("--dummy", nargs="?", const=IMAGENET_TRAIN_SIZE, default=None, type=int, metavar="N",
+                        help="synthetic data of ImageNet's shape instead of DIR (N training images, "
+                        "default ImageNet's count), to measure speed")
+    parser.add_argument("--output-dir", default=None, metavar="DIR",
+                        help="run directory for checkpoints and logs (default: runs/<arch>_<action>)")
+    parser.add_argument("--action", default="", type=str, help="run name suffix, as in the original")
+    parser.add_argument("--seed", default=None, type=int, help="seed everything, for reproducible runs")
+    parser.add_argument("--gpu", default=None, type=int, help="use this one GPU (default: all visible GPUs)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision: bf16, or fp16 with loss scaling")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--world-size", default=1, type=int, help="number of processes (without torchrun)")
+    parser.add_argument("--rank", default=0, type=int, help="this process's rank (without torchrun)")
+    parser.add_argument("--dist-url", default="tcp://127.0.0.1:23456", type=str,
+                        help="rendezvous URL (without torchrun)")
+    parser.add_argument("--dist-backend", default=None, type=str, choices=["nccl", "gloo"],
+                        help="default: nccl with CUDA, gloo without")
+    return parser
+
+
+def parse_ksize(text: Optional[str]) -> Optional[Union[str, List[str]]]:
+    """``3557`` or ``adaptive`` as models take them; ``3,5,11,7`` for two-digit sizes."""
+    if text is None:
+        return None
+    return [entry.strip() for entry in text.split(",")] if "," in text else text
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before any process group, dataset or model exists."""
+    if args.arch is not None and args.arch not in models.model_names:
+        raise UsageError(f"unknown model {args.arch!r}; choose one of: {', '.join(models.model_names)}")
+    if args.data is None and args.dummy is None:
+        raise UsageError("give the dataset directory DIR, or --dummy for synthetic data")
+    for name in ("batch_size", "epochs", "lr_step", "print_freq", "image_size", "num_classes", "dummy"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+    if not 0 < args.min_scale <= 1:
+        raise UsageError(f"--min-scale must be in (0, 1], got {args.min_scale}")
+    if args.resume and args.pretrained:
+        raise UsageError("give --resume (continue a run) or --pretrained (start from weights), not both")
+    for flag, path in (("--resume", args.resume), ("--pretrained", args.pretrained)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path}: no such file")
+    if args.gpu is not None and not (torch.cuda.is_available() and 0 <= args.gpu < torch.cuda.device_count()):
+        available = f"{torch.cuda.device_count()} GPU(s) visible" if torch.cuda.is_available() else "CUDA is not available"
+        raise UsageError(f"--gpu {args.gpu}: {available}")
+    if args.ksize is not None:
+        arch = args.arch or DEFAULT_ARCH
+        try:
+            with torch.device("meta"):
+                models.create_model(arch, k_size=parse_ksize(args.ksize))
+        except ValueError as error:
+            raise UsageError(f"--ksize {args.ksize}: {error}") from None
+        except TypeError:
+            raise UsageError(f"--ksize: {arch} has no ECA layers; leave --ksize out") from None
+
+
+def apply_recipe(args: argparse.Namespace, arch: str) -> None:
+    """Fill the hyper-parameters left unset from the paper's recipe for this architecture."""
+    recipe = RECIPES["mobilenet" if "mobilenet" in arch else "resnet"]
+    for name, value in recipe.items():
+        if getattr(args, name) is None:
+            setattr(args, name, type(value)(value))
+
+
+def select_device(args: argparse.Namespace, context: DistributedContext) -> torch.device:
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if context.enabled:
+        return torch.device("cuda", context.local_rank)
+    return torch.device("cuda", args.gpu if args.gpu is not None else torch.cuda.current_device())
+
+
+def build_datasets(args: argparse.Namespace) -> Tuple[Any, Any]:
+    """(train, val); train is None when only evaluating, so a val/-only tree is enough."""
+    if args.dummy is not None:
+        classes = args.num_classes or 1000
+        val_size = min(IMAGENET_VAL_SIZE, max(args.dummy // 25, 1))
+        train = None if args.evaluate else SyntheticImages(args.dummy, classes, args.image_size)
+        return train, SyntheticImages(val_size, classes, args.image_size)
+    train = None if args.evaluate else build_dataset(args.data, "train", args.image_size, args.min_scale)
+    val = build_dataset(args.data, "val", args.image_size)
+    if train is not None and train.classes != val.classes:
+        raise DataError(f"{args.data}: train/ and val/ have different class folders")
+    return train, val
+
+
+def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module, str, Optional[Dict[str, Any]]]:
+    """The model, its arch, and the checkpoint it came from (None for a fresh model)."""
+    ksize = parse_ksize(args.ksize)
+    if args.resume or args.pretrained:
+        num_classes = args.num_classes or (data_classes if args.pretrained else None)
+        model, info = load_model(args.resume or args.pretrained, arch=args.arch, k_size=ksize, num_classes=num_classes)
+        checkpoint = info["checkpoint"] if args.resume else None
+        return model, info["arch"], checkpoint
+    arch = args.arch or DEFAULT_ARCH
+    kwargs: Dict[str, Any] = {"num_classes": args.num_classes or data_classes}
+    if ksize is not None:
+        kwargs["k_size"] = ksize
+    return models.create_model(arch, **kwargs), arch, None
+
+
+def classifier_outputs(model: nn.Module) -> int:
+    return [module for module in model.modules() if isinstance(module, nn.Linear)][-1].out_features
+
+
+def prepare_run_dir(args: argparse.Namespace, arch: str) -> str:
+    """Create the run directory and prove it writable now, not after the first epoch."""
+    run_dir = args.output_dir or os.path.join("runs", f"{arch}_{args.action}" if args.action else arch)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as error:
+        raise UsageError(f"run directory {run_dir} is not writable ({error.strerror})") from None
+    return run_dir
+
+
+def amp_settings(enabled: bool, device: torch.device) -> Tuple[Optional[torch.dtype], Optional[torch.amp.GradScaler]]:
+    """bf16 where supported (no loss scaling needed), else fp16 with a GradScaler."""
+    if not enabled:
+        return None, None
+    if device.type == "cpu" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def wrap_model(
+    model: nn.Module, args: argparse.Namespace, device: torch.device, context: DistributedContext
+) -> Tuple[nn.Module, nn.Module]:
+    """(the model to train, the model to evaluate); the bare model stays what checkpoints save."""
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    compiled = torch.compile(model) if args.compile else model
+    if context.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids), compiled
+    if device.type == "cuda" and args.gpu is None:
+        parallel = nn.DataParallel(compiled)
+        return parallel, parallel
+    return compiled, compiled
+
+
+def checkpoint_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The arguments as plain values, so checkpoints load with weights_only=True."""
+    return {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool, type(None)))}
+
+
+def run(args: argparse.Namespace) -> int:
+    validate_args(args)
+    context = init_distributed(args.world_size, args.dist_url, args.rank, args.dist_backend)
+    try:
+        return _run(args, context)
+    finally:
+        cleanup(context)
+
+
+def _run(args: argparse.Namespace, context: DistributedContext) -> int:
+    log = (lambda line: print(line, flush=True)) if context.is_main else (lambda line: None)
+    device = select_device(args, context)
+    if args.seed is not None:
+        seed_everything(args.seed)
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True
+
+    train_set, val_set = build_datasets(args)
+    data_classes = len(val_set.classes)
+    model, arch, checkpoint = build_model(args, data_classes)
+    outputs = classifier_outputs(model)
+    if data_classes > outputs:
+        raise UsageError(f"the data has {data_classes} classes but the model only {outputs} outputs; pass --num-classes {data_classes}")
+    apply_recipe(args, arch)
+    if args.batch_size % context.world_size:
+        raise UsageError(f"-b {args.batch_size} does not split evenly over {context.world_size} processes")
+    run_dir = prepare_run_dir(args, arch) if context.is_main and not args.evaluate else None
+    log(f"=> {arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
+        + (f", {context.world_size} processes ({context.backend})" if context.enabled else ""))
+
+    train_model, eval_model = wrap_model(model, args, device, context)
+    criterion = nn.CrossEntropyLoss().to(device)
+    amp_dtype, scaler = amp_settings(args.amp, device)
+    pin_memory = device.type == "cuda"
+    data_seed = args.seed or 0
+    val_loader = build_loader(val_set, False, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory)
+    eval_kwargs = dict(print_freq=args.print_freq, amp_dtype=amp_dtype, channels_last=args.channels_last)
+
+    if args.evaluate:
+        evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
+        return 0
+
+    optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    best_prec1 = 0.0
+    if checkpoint is not None:
+        args.start_epoch, best_prec1 = resume_state(checkpoint, optimizer, scaler)
+        log(f"=> resumed {args.resume} at epoch {args.start_epoch} (best Prec@1 {best_prec1:.3f})")
+    train_loader = build_loader(train_set, True, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory)
+    run_log = None
+    if context.is_main:
+        from utils.run_log import RunLog
+
+        run_log = RunLog(run_dir)
+    if checkpoint is not None and "rng" in checkpoint:
+        restore_rng_state(checkpoint["rng"])
+
+    for epoch in range(args.start_epoch, args.epochs):
+        lr = step_learning_rate(args.lr, epoch, args.lr_step, args.lr_gamma)
+        set_learning_rate(optimizer, lr)
+        start_epoch(train_loader, epoch)
+        train_stats = train_one_epoch(
+            train_model, criterion, optimizer, train_loader, device, epoch, context, log,
+            print_freq=args.print_freq, amp_dtype=amp_dtype, scaler=scaler, channels_last=args.channels_last,
+        )
+        val_stats = evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
+        is_best = val_stats["prec1"] > best_prec1
+        best_prec1 = max(val_stats["prec1"], best_prec1)
+        if context.is_main:
+            state = {
+                "epoch": epoch + 1,
+                "arch": arch,
+                "state_dict": model.state_dict(),
+                "best_prec1": best_prec1,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "args": checkpoint_args(args),
+                "rng": capture_rng_state(),
+            }
+            path = os.path.join(run_dir, "checkpoint.pth.tar")
+            save_checkpoint(state, path)
+            if is_best:
+                copy_checkpoint(path, os.path.join(run_dir, "model_best.pth.tar"))
+            run_log.log_epoch({
+                "epoch": epoch, "lr": lr,
+                "train_loss": train_stats["loss"], "train_prec1": train_stats["prec1"], "train_prec5": train_stats["prec5"],
+                "train_images_per_s": train_stats["images_per_s"],
+                "val_loss": val_stats["loss"], "val_prec1": val_stats["prec1"], "val_prec5": val_stats["prec5"],
+                "epoch_seconds": train_stats["seconds"] + val_stats["seconds"],
+            })
+        barrier(context)
+    if run_log is not None:
+        run_log.close()
+    if context.enabled:
+        if not parameters_agree(model, context):
+            raise RuntimeError("the processes ended training with different weights; DistributedDataParallel lost sync")
+        log(f"=> weights identical on all {context.world_size} processes")
+    log(f"=> best Prec@1 {best_prec1:.3f}; checkpoints in {run_dir}")
+    return 0
+
+
+def resume_state(checkpoint: Dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> Tuple[int, float]:
+    """Restore the optimizer (and loss scaler) from a checkpoint; returns (next epoch, best Prec@1)."""
+    if "optimizer" in checkpoint:
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit this model ({error})") from None
+    if scaler is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    return int(checkpoint.get("epoch", 0)), float(checkpoint.get("best_prec1", 0.0))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return run(args)
+    except (UsageError, CheckpointError, DataError) as error:
+        print(f"main.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Datasets, transforms and loaders: ImageNet-style ImageFolders or synthetic data of the same shape.
+
+The data order is a pure function of (seed, epoch, rank), and so are the data-loader workers'
+seeds: a run resumed at epoch e sees exactly the batches an uninterrupted run would have.
+"""
+
+import os
+from typing import Sized, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torchvision import datasets, transforms
+
+from .distributed import DistributedContext
+from .reproducibility import epoch_seed, seed_worker
+
+__all__ = [
+    "DataError",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGENET_TRAIN_SIZE",
+    "IMAGENET_VAL_SIZE",
+    "build_transform",
+    "build_dataset",
+    "SyntheticImages",
+    "ShardSampler",
+    "build_loader",
+    "start_epoch",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_TRAIN_SIZE = 1_281_167
+IMAGENET_VAL_SIZE = 50_000
+
+
+class DataError(Exception):
+    """The data cannot be used; ``str()`` is one line meant for the user."""
+
+
+def build_transform(train: bool, image_size: int = 224, min_scale: float = 0.08) -> transforms.Compose:
+    """The paper's (torchvision's) ImageNet pipeline at any size.
+
+    Train: RandomResizedCrop with area scale in [min_scale, 1] and a horizontal flip.
+    Val: resize the short side to image_size / 0.875 (256 for 224), then a centre crop.
+    """
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    if train:
+        return transforms.Compose(
+            [
+                transforms.RandomResizedCrop(image_size, scale=(min_scale, 1.0)),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        )
+    return transforms.Compose(
+        [
+            transforms.Resize(int(round(image_size / 0.875))),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+
+
+class SyntheticImages(Dataset):
+    """Normalised-looking random images with cyclic labels, generated per index (no disk, no decoding).
+
+    For measuring training speed without a dataset (``--dummy``); sample i is the same every time.
+    """
+
+    def __init__(self, length: int, num_classes: int, image_size: int) -> None:
+        self.length = length
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.classes = [str(c) for c in range(num_classes)]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        generator = torch.Generator().manual_seed(index)
+        image = torch.randn(3, self.image_size, self.image_size, generator=generator)
+        return image, index % self.num_classes
+
+
+def build_dataset(root: str, split: str, image_size: int, min_scale: float = 0.08) -> datasets.ImageFolder:
+    """``root/split`` as an ImageFolder with the split's transform; problems are DataErrors."""
+    if not os.path.isdir(root):
+        raise DataError(f"data directory {root} does not exist")
+    folder = os.path.join(root, split)
+    if not os.path.isdir(folder):
+        raise DataError(f"{root} has no {split}/ folder (expected {split}/<class>/<image>.JPEG)")
+    try:
+        return datasets.ImageFolder(folder, build_transform(split == "train", image_size, min_scale))
+    except (FileNotFoundError, RuntimeError) as error:
+        raise DataError(f"{folder}: {str(error).splitlines()[0]}") from None
+
+
+class ShardSampler(Sampler):
+    """Every ``world_size``-th index from ``rank``, in order, without the padding
+    DistributedSampler adds, so that summed evaluation counts are exact."""
+
+    def __init__(self, dataset: Sized, context: DistributedContext) -> None:
+        self.indices = range(context.rank, len(dataset), context.world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_loader(
+    dataset: Dataset,
+    train: bool,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    context: DistributedContext,
+    pin_memory: bool,
+) -> DataLoader:
+    """Training loaders shuffle per (seed, epoch) across ranks; evaluation loaders shard in order.
+
+    Call :func:`start_epoch` before iterating a training loader.
+    """
+    sampler: Sampler
+    if train:
+        sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed)
+    else:
+        sampler = ShardSampler(dataset, context)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator(),
+    )
+
+
+def start_epoch(loader: DataLoader, epoch: int) -> None:
+    """Fix this epoch's data order and the seeds of its workers' augmentations."""
+    sampler: DistributedSampler = loader.sampler
+    sampler.set_epoch(epoch)
+    loader.generator.manual_seed(epoch_seed(sampler.seed, epoch, sampler.rank))

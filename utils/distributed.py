@@ -1,0 +1,86 @@
+"""Process-group setup for one process, torchrun (env://) or an explicit --world-size/--dist-url,
+and the few collective helpers training needs."""
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistributedContext", "init_distributed", "all_reduce_sum", "barrier", "cleanup", "parameters_agree"]
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits. ``enabled`` is False for a plain single-process run."""
+
+    enabled: bool = False
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: Optional[str] = None
+
+    @property
+    def is_main(self) -> bool:
+        """Only this process writes logs and checkpoints."""
+        return self.rank == 0
+
+
+def _launched_by_torchrun() -> bool:
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def init_distributed(world_size: int, dist_url: Optional[str], rank: int, backend: Optional[str]) -> DistributedContext:
+    """Join a process group if torchrun started us or ``world_size > 1``; else stay single-process.
+
+    The backend defaults to nccl when CUDA is available and gloo otherwise, so the same
+    command line works on GPU nodes and on CPU-only machines.
+    """
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if _launched_by_torchrun():
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ["LOCAL_RANK"])
+        init_method = "env://"
+    elif world_size > 1:
+        local_rank = rank % max(torch.cuda.device_count(), 1)
+        init_method = dist_url
+    else:
+        return DistributedContext()
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size, rank=rank)
+    return DistributedContext(True, rank, world_size, local_rank, backend)
+
+
+def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Sum a tensor over all processes (in place; a no-op when not distributed)."""
+    if context.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+def cleanup(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def parameters_agree(model: torch.nn.Module, context: DistributedContext) -> bool:
+    """Whether every process holds bitwise the same parameters (a DDP sanity check at the end of training).
+
+    Compares a per-tensor (sum, sum of squares) fingerprint rather than the weights themselves,
+    so the check costs one small all_gather whatever the model size.
+    """
+    if not context.enabled:
+        return True
+    fingerprint = torch.stack(
+        [torch.stack([p.detach().double().sum(), p.detach().double().square().sum()]) for p in model.parameters()]
+    )
+    gathered = [torch.empty_like(fingerprint) for _ in range(context.world_size)]
+    dist.all_gather(gathered, fingerprint)
+    return all(torch.equal(gathered[0], other) for other in gathered[1:])
