@@ -39,16 +39,17 @@ def read_images(paths: Sequence[str], image_size: int) -> torch.Tensor:
     return torch.stack(batch)
 
 
-def class_name(index: int, num_classes: int) -> str:
-    return IMAGENET_CLASSES[index] if num_classes == len(IMAGENET_CLASSES) else f"class {index}"
+def class_label(index: int, num_classes: int) -> str:
+    """``tench (0)`` for an ImageNet-1k model; ``class 3`` for any other class count."""
+    return f"{IMAGENET_CLASSES[index]} ({index})" if num_classes == len(IMAGENET_CLASSES) else f"class {index}"
 
 
 def format_predictions(path: str, probabilities: torch.Tensor, topk: int) -> str:
-    """``path`` then one line per class: rank, probability, name and class index."""
+    """``path`` then one line per class: rank, probability, class."""
     values, indices = probabilities.topk(min(topk, probabilities.numel()))
     lines = [f"{path}:"]
     for rank, (probability, index) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
-        lines.append(f"  {rank}. {100 * probability:6.2f}%  {class_name(index, probabilities.numel())} ({index})")
+        lines.append(f"  {rank}. {100 * probability:6.2f}%  {class_label(index, probabilities.numel())}")
     return "\n".join(lines)
 
 

@@ -88,3 +88,11 @@ def test_bad_input_is_one_line_and_non_zero(files, tmp_path, capsys, case, messa
     captured = capsys.readouterr()
     assert captured.err.strip() == message.format(bad_image=files["bad_image"], missing=missing, weights=weights)
     assert captured.out == ""
+
+
+def test_other_class_counts_print_indices(files, tmp_path, capsys):
+    torch.save(models.resnet18(num_classes=3).state_dict(), tmp_path / "three_classes.pth")
+    assert predict_script.main(["--weights", str(tmp_path / "three_classes.pth"), str(files["image"])]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert len(lines) == 3  # top-5 of 3 classes
+    assert sorted(re.fullmatch(r"  \d\. +\d+\.\d\d%  class (\d)", line).group(1) for line in lines) == ["0", "1", "2"]
