@@ -1,0 +1,132 @@
+"""paramflops.py and utils/complexity.py against the paper's parameter and FLOP table."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from paramflops import kernel_label
+from utils.complexity import (
+    attention_share,
+    binary_units,
+    count_parameters,
+    measure,
+    paper_flops,
+    si_units,
+    thop_macs,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PAPER_TABLE = [
+    # arch, k, params, FLOPs, as the original README prints them (ECA-Net152: see the README)
+    ("eca_resnet18", "3577", "11.15M", "1.70G"),
+    ("eca_resnet34", "3357", "20.79M", "3.43G"),
+    ("eca_resnet50", "3557", "24.37M", "3.86G"),
+    ("eca_resnet101", "3357", "42.49M", "7.35G"),
+    ("eca_resnet152", "3357", "57.40M", "10.83G"),
+    ("eca_mobilenet_v2", "1/3", "3.34M", "319.9M"),
+]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    # One small image gains nothing from intra-op threads, and on a busy 2-core machine
+    # OpenMP's spinning threads make each forward pass tens of times slower.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "paramflops.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("arch, k, params, flops", PAPER_TABLE, ids=[row[0] for row in PAPER_TABLE])
+def test_paper_table(arch, k, params, flops):
+    model = models.create_model(arch)
+    assert kernel_label(model) == k
+    assert binary_units(count_parameters(model)) == params
+    assert binary_units(paper_flops(model)) == flops
+
+
+def test_paper_units_are_binary_and_exact_counts_are_not():
+    model = models.eca_resnet50()
+    assert count_parameters(model) == 25_557_112
+    assert binary_units(25_557_112) == "24.37M"
+    assert si_units(25_557_112) == "25.56M"
+
+
+def test_eca_share_of_eca_resnet50():
+    assert attention_share(models.eca_resnet50()) == (80, {"EfficientChannelAttention": 16})
+    assert attention_share(models.resnet50()) == (0, {})
+
+
+def test_eca_layer_counts_the_2019_pool_and_conv1d():
+    # 3 channels of 4 x 4: the pool adds 16 values and divides once per channel, the
+    # k = 3 Conv1d takes 3 multiply-adds per channel. Today's thop sees only the Conv1d.
+    layer = models.EfficientChannelAttention(3, k_size=3)
+    assert paper_flops(layer, input_size=4) == (16 + 1) * 3 + 3 * 3
+    assert thop_macs(layer, input_size=4) == 3 * 3
+
+
+class TwiceActivated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.relu(x) - 1)
+
+
+def test_a_module_called_twice_counts_its_last_call_only():
+    assert paper_flops(TwiceActivated(), input_size=5) == 3 * 5 * 5
+
+
+def test_measuring_leaves_the_model_as_it_was():
+    model = models.eca_resnet18()
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    counts = measure(model, input_size=32)
+    assert counts.params == 11_689_556 and counts.attention_params == 44
+    assert model.training
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_cli_prints_paper_exact_and_si_counts():
+    result = run_cli("-a", "eca_resnet18")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "eca_resnet18  k=3577  input 1x3x224x224  1000 classes"
+    assert lines[2].split() == ["Params", "11.15M", "11,689,556", "11.69M"]
+    assert lines[3].split()[:4] == ["FLOPs,", "2019", "thop", "1.70G"]
+    assert lines[-1] == "Attention: 44 parameters in 8 EfficientChannelAttention layers"
+
+
+def test_cli_all_is_a_markdown_table_of_every_model():
+    result = run_cli("--all", "--input-size", "32")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert rows[1] == "|---|---|---|---|---|---|---|"
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows[2:]] == models.model_names
+    assert all(row.count("|") == 8 for row in rows)
+    eca_resnet50 = next(row for row in rows if row.startswith("| eca_resnet50 |"))
+    assert eca_resnet50 == "| eca_resnet50 | 3557 | 24.37M | 84.65M | 25,557,112 | 86.46M | 80 |"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-a", "eca_resnet5"], "unknown model 'eca_resnet5'"),
+        (["-a", "eca_resnet50", "--ksize", "3556"], "every k must be a positive odd integer"),
+        (["-a", "resnet50", "--ksize", "3557"], "resnet50 has no ECA kernel size to set"),
+    ],
+    ids=["unknown-arch", "even-k", "k-for-plain-resnet"],
+)
+def test_cli_bad_input_is_one_line_and_a_failure(args, message):
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr
