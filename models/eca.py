@@ -1,10 +1,12 @@
 """The Efficient Channel Attention (ECA) layer and the paper's adaptive kernel size."""
 
+import contextlib
 import math
-from typing import List, Sequence, Union
+from typing import Any, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "EfficientChannelAttention",
@@ -72,6 +74,10 @@ class EfficientChannelAttention(nn.Module):
     zero padding mixes each channel with its k - 1 neighbours; a sigmoid turns that into a
     gate that scales the input channel-wise. The only parameters are the k taps, stored as
     ``conv.weight`` of shape (1, 1, k), exactly as in the released checkpoints.
+
+    Called with an ``identity`` it is a ResNet block's whole ending, ``relu(x * gate + identity)``,
+    computed in place; see :meth:`forward`. The gate is computed in the dtype of ``conv.weight``
+    (float32 under autocast) and the output has the dtype and memory format of ``x``.
     """
 
     def __init__(self, channels: int, k_size: int = 3) -> None:
@@ -82,14 +88,166 @@ class EfficientChannelAttention(nn.Module):
         self.k_size = k_size
         self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels = x.shape[:2]
-        pooled = x.mean(dim=(2, 3)).view(batch, 1, channels)
-        gate = torch.sigmoid(self.conv(pooled)).view(batch, channels, 1, 1)
-        return x * gate
+    def forward(
+        self, x: torch.Tensor, identity: Optional[torch.Tensor] = None, overwrite_identity: bool = False
+    ) -> torch.Tensor:
+        """``x * gate``; given ``identity``, ``relu(x * gate + identity)`` written over ``x``.
+
+        The residual form exists because saving ``x`` for backward, as autograd would, keeps
+        one more full-size activation per block alive (+18% peak memory for ECA-ResNet-50).
+        Writing the result over ``x``, as torchvision's blocks do with ``out += identity``,
+        lets backward recover ``x * gate`` as ``output - identity`` wherever the ReLU passes
+        gradient, from tensors that are saved anyway. With ``overwrite_identity`` the result
+        goes over ``identity`` instead and ``x`` is kept: right for a downsampled identity,
+        a temporary that nothing else saves. Whichever is overwritten must not be used again.
+        """
+        if torch.compiler.is_compiling():
+            # Plain differentiable ops, which the compiler fuses better than any eager trick.
+            gate = self._gate(x)[1].view(x.shape[0], -1, 1, 1)
+            if identity is None:
+                return (x * gate).to(x.dtype)
+            return torch.relu(torch.addcmul(identity, x, gate)).to(x.dtype)
+        with torch.no_grad():
+            pooled, gate = self._gate(x)
+        weight = self.conv.weight
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad)
+        )
+        padding = self.conv.padding[0]
+        if identity is None:
+            if needs_grad:
+                return _GateScale.apply(x, weight, pooled, gate, padding)
+            return _scale(x, gate)
+        if needs_grad:
+            return _GateAddReLU.apply(x, identity, weight, pooled, gate, padding, overwrite_identity)
+        return _scale_add_relu_(x, identity, gate, overwrite_identity)
+
+    def _gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Pooled responses and sigmoid gate, both (N, 1, C) in ``conv.weight``'s dtype.
+
+        The conv runs as a module call so that hooks on it (FLOP counters) see it, with
+        autocast off so that the gate keeps full precision when ``x`` is bfloat16 or half.
+        """
+        pooled = x.mean(dim=(2, 3), dtype=self.conv.weight.dtype).unsqueeze(1)
+        with _autocast_off(x.device.type):
+            gate = torch.sigmoid(self.conv(pooled))
+        return pooled, gate
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}"
+
+
+def _autocast_off(device_type: str) -> ContextManager:
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _as_4d(gate: torch.Tensor) -> torch.Tensor:
+    return gate.view(gate.shape[0], -1, 1, 1)
+
+
+def _scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``x * gate`` in x's dtype and memory format, rounded once (the gate may be wider)."""
+    return torch.mul(x, _as_4d(gate), out=torch.empty_like(x))
+
+
+def _scale_add_relu_(
+    x: torch.Tensor, identity: torch.Tensor, gate: torch.Tensor, overwrite_identity: bool
+) -> torch.Tensor:
+    """``relu(x * gate + identity)`` written over ``x`` or ``identity``."""
+    out = identity if overwrite_identity else x
+    return torch.addcmul(identity, x, _as_4d(gate), out=out).relu_()
+
+
+def _backward_through_gate(
+    product: torch.Tensor,
+    factor: torch.Tensor,
+    grad: torch.Tensor,
+    saved: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    padding: int,
+    need_x: bool,
+    need_weight: bool,
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Gradients of x and of the conv weight, from the gate logits' gradient ``product.sum(hw) * factor``.
+
+    The conv's backward turns the logits' gradient into the weight's and the pooled
+    responses'; the latter reaches every position of x as 1 / (H * W) of it. That is added
+    to ``grad * gate`` in one ``addcmul`` written over ``product``, so that backward
+    allocates no other full-size tensor. ``saved`` is (conv weight, pooled, gate).
+    """
+    weight, pooled, gate = saved
+    logit_grad = product.sum(dim=(2, 3), dtype=gate.dtype).unsqueeze(1) * factor
+    pooled_grad, weight_grad, _ = torch.ops.aten.convolution_backward(
+        logit_grad, pooled, weight, None, [1], [padding], [1], False, [0], 1, [need_x, need_weight, False]
+    )
+    if not need_x:
+        return None, weight_grad
+    spatial = product.shape[2] * product.shape[3]
+    x_grad = torch.addcmul(_as_4d(pooled_grad / spatial), grad, _as_4d(gate), out=product)
+    return x_grad, weight_grad
+
+
+class _GateScale(torch.autograd.Function):
+    """``x * gate`` whose backward needs only x, the gate and the pooled responses."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor, padding: int
+    ) -> torch.Tensor:
+        ctx.padding = padding
+        ctx.save_for_backward(x, weight, pooled, gate)
+        return _scale(x, gate)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        x, *saved = ctx.saved_tensors
+        gate = saved[-1]
+        # d gate = sum over positions of grad * x; through the sigmoid, times gate * (1 - gate).
+        x_grad, weight_grad = _backward_through_gate(
+            grad * x, gate * (1 - gate), grad, saved, ctx.padding, *ctx.needs_input_grad[:2]
+        )
+        return x_grad, weight_grad, None, None, None
+
+
+class _GateAddReLU(torch.autograd.Function):
+    """``relu(x * gate + identity)`` in place; backward saves no copy of x (see ``forward``)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        identity: torch.Tensor,
+        weight: torch.Tensor,
+        pooled: torch.Tensor,
+        gate: torch.Tensor,
+        padding: int,
+        overwrite_identity: bool,
+    ) -> torch.Tensor:
+        out = _scale_add_relu_(x, identity, gate, overwrite_identity)
+        ctx.mark_dirty(out)
+        ctx.padding = padding
+        ctx.overwrite_identity = overwrite_identity
+        ctx.save_for_backward(out, x if overwrite_identity else identity, weight, pooled, gate)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        out, kept, *saved = ctx.saved_tensors
+        gate = saved[-1]
+        grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        if ctx.overwrite_identity:
+            product, factor = grad * kept, gate * (1 - gate)
+        else:
+            # Where the ReLU passes gradient, out - identity is x * gate: d logits is then
+            # sum(grad * (out - identity)) * (1 - gate), and zero grad covers the rest.
+            product, factor = torch.sub(out, kept).mul_(grad), 1 - gate
+        need_x, need_identity, need_weight = ctx.needs_input_grad[:3]
+        x_grad, weight_grad = _backward_through_gate(product, factor, grad, saved, ctx.padding, need_x, need_weight)
+        identity_grad = grad if need_identity else None
+        return x_grad, identity_grad, weight_grad, None, None, None, None
 
 
 eca_layer = EfficientChannelAttention

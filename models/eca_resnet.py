@@ -60,10 +60,19 @@ class _AttentiveBlock(nn.Module):
         if attention is not None:
             setattr(self, attention_name, attention)
 
-    def _attend(self, out: torch.Tensor) -> torch.Tensor:
-        if self.attention_name is None:
-            return out
-        return getattr(self, self.attention_name)(out)
+    def _attend_add_relu(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """The block's ending: attention on ``out``, the residual addition, the ReLU.
+
+        ECA does all three in one in-place call, which saves no extra activation for
+        backward; it may overwrite ``out`` (the last BatchNorm's output) or, in a block with
+        a downsample branch, ``identity`` (that branch's output), both temporaries here.
+        """
+        attention = None if self.attention_name is None else getattr(self, self.attention_name)
+        if isinstance(attention, EfficientChannelAttention):
+            return attention(out, identity, overwrite_identity=self.downsample is not None)
+        if attention is not None:
+            out = attention(out)
+        return self.relu(out + identity)
 
 
 class BasicBlock(_AttentiveBlock):
@@ -91,8 +100,7 @@ class BasicBlock(_AttentiveBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self._attend(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
+        return self._attend_add_relu(self.bn2(self.conv2(out)), identity)
 
 
 class Bottleneck(_AttentiveBlock):
@@ -123,8 +131,7 @@ class Bottleneck(_AttentiveBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self._attend(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
+        return self._attend_add_relu(self.bn3(self.conv3(out)), identity)
 
 
 Block = Type[Union[BasicBlock, Bottleneck]]

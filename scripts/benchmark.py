@@ -1,0 +1,277 @@
+"""Time ECA models against torchvision's ResNet-50, interleaved in one process.
+
+Every model runs one step in turn, step after step, so that drift in the machine's speed
+(other processes, thermal limits) hits all of them alike; each number is the median over
+``--steps`` steps and is reported as a ratio to ``torchvision_resnet50`` from the same run.
+
+    python scripts/benchmark.py --models eca_resnet50 --reference --threads 2
+    python scripts/benchmark.py --device cuda --amp --channels-last-only --json out.json
+
+Peak memory is the largest number of bytes held by live tensors during one step: the
+model's parameters and buffers, the optimizer state and the batch, plus the highest point
+that the step's own allocations reach above what was live when it started (gradients,
+activations saved for backward, temporaries). On CUDA that high point is
+``torch.cuda.max_memory_allocated``; on the CPU it is read from the profiler's record of
+every allocation and free (``profile_memory=True``), since the CPU allocator keeps no peak.
+"""
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import models  # noqa: E402
+from models import EfficientChannelAttention  # noqa: E402
+
+BASELINE = "torchvision_resnet50"
+MODES = ("eval", "train")
+FORMATS = ("nchw", "channels_last")
+
+
+def original_eca_forward(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """The ECA computation as the original ECA-Net code wrote it: the speed reference.
+
+    avg_pool -> squeeze -> transpose -> conv1d -> transpose -> unsqueeze -> sigmoid ->
+    x * y.expand_as(x), each step a separate eager op and autograd node.
+    """
+    y = F.adaptive_avg_pool2d(x, 1)
+    y = conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+    y = torch.sigmoid(y)
+    return x * y.expand_as(x)
+
+
+class OriginalECA(nn.Module):
+    """Stands in for an ``EfficientChannelAttention`` with the same ``conv``, run the original way."""
+
+    def __init__(self, eca: EfficientChannelAttention) -> None:
+        super().__init__()
+        self.conv = eca.conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return original_eca_forward(x, self.conv)
+
+
+def with_original_eca(model: nn.Module) -> nn.Module:
+    """Swap every ECA layer of ``model`` (in place) for the original code's computation."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, EfficientChannelAttention):
+                setattr(module, name, OriginalECA(child))
+    return model
+
+
+def build_model(name: str) -> nn.Module:
+    """``torchvision_resnet50``, a registered model, or ``<registered>:original`` (original ECA code)."""
+    if name == BASELINE:
+        return torchvision.models.resnet50()
+    if name.endswith(":original"):
+        return with_original_eca(models.create_model(name.removesuffix(":original")))
+    return models.create_model(name)
+
+
+class Runner:
+    """One model in one mode and memory format, with its batch and (for training) optimizer."""
+
+    def __init__(self, name: str, mode: str, memory_format: str, args: argparse.Namespace) -> None:
+        self.name, self.mode, self.memory_format = name, mode, memory_format
+        self.device = torch.device(args.device)
+        self.amp = args.amp
+        fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        torch.manual_seed(0)
+        model = build_model(name).to(self.device, memory_format=fmt)
+        model.train(mode == "train")
+        self.model = model
+        self.step_fn = torch.compile(model) if args.compile else model
+        self.images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=self.device)
+        self.images = self.images.contiguous(memory_format=fmt)
+        self.targets = torch.randint(0, 1000, (args.batch_size,), device=self.device)
+        self.optimizer = (
+            torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4) if mode == "train" else None
+        )
+        self.times: List[float] = []
+        self.peak_bytes: Optional[int] = None
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def step(self) -> None:
+        if self.optimizer is None:
+            with torch.inference_mode(), self._autocast():
+                self.step_fn(self.images)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = F.cross_entropy(self.step_fn(self.images), self.targets)
+        loss.backward()
+        self.optimizer.step()
+
+    def timed_step(self) -> None:
+        sync(self.device)
+        start = time.perf_counter()
+        self.step()
+        sync(self.device)
+        self.times.append(time.perf_counter() - start)
+
+    def persistent_bytes(self) -> int:
+        """Bytes of what stays alive between steps: parameters, buffers, optimizer state, batch."""
+        tensors = list(self.model.parameters()) + list(self.model.buffers()) + [self.images, self.targets]
+        if self.optimizer is not None:
+            for state in self.optimizer.state.values():
+                tensors += [value for value in state.values() if torch.is_tensor(value)]
+        return sum(t.untyped_storage().nbytes() for t in {t.untyped_storage().data_ptr(): t for t in tensors}.values())
+
+    def measure_peak(self) -> None:
+        """Peak bytes of one step (see the module docstring); gradients are freed before it starts."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            self.step()
+            torch.cuda.synchronize()
+            rise = torch.cuda.max_memory_allocated() - before
+        else:
+            rise = cpu_step_peak_rise(self.step)
+        self.peak_bytes = self.persistent_bytes() + rise
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpu_step_peak_rise(step: Callable[[], None]) -> int:
+    """Highest rise of live CPU tensor bytes during ``step``, from every allocation the profiler saw."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        step()
+    # The per-op summaries net allocations against frees; the raw event stream keeps each one.
+    events = [
+        event
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.profiler.DeviceType.CPU
+    ]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def run(args: argparse.Namespace) -> List[Dict]:
+    names = [BASELINE] + [name for name in args.models if name != BASELINE]
+    if args.reference:
+        names += [f"{name}:original" for name in args.models if name.startswith("eca_")]
+    rows = []
+    for mode in args.modes:
+        for memory_format in args.formats:
+            runners = [Runner(name, mode, memory_format, args) for name in names]
+            for _ in range(args.warmup):
+                for runner in runners:
+                    runner.step()
+            for _ in range(args.steps):
+                for runner in runners:
+                    runner.timed_step()
+            for runner in runners:
+                runner.measure_peak()
+            baseline = runners[0]
+            base_ms = 1000 * statistics.median(baseline.times)
+            for runner in runners:
+                ms = 1000 * statistics.median(runner.times)
+                rows.append(
+                    {
+                        "model": runner.name,
+                        "mode": mode,
+                        "format": memory_format,
+                        "ms": ms,
+                        "images_per_s": args.batch_size / ms * 1000,
+                        "ratio": ms / base_ms,
+                        "peak_mib": runner.peak_bytes / 2**20,
+                        "peak_ratio": runner.peak_bytes / baseline.peak_bytes,
+                    }
+                )
+                print(format_row(rows[-1]), flush=True)
+            del runners
+    return rows
+
+
+def format_row(row: Dict) -> str:
+    return (
+        f"| {row['model']} | {row['mode']} | {row['format']} | {row['ms']:.1f} | {row['images_per_s']:.1f} "
+        f"| {row['ratio']:.3f} | {row['peak_mib']:.0f} | {row['peak_ratio']:.3f} |"
+    )
+
+
+def describe(args: argparse.Namespace) -> Dict:
+    device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    return {
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "steps": args.steps,
+        "amp": args.amp,
+        "compile": args.compile,
+    }
+
+
+def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["eca_resnet50"], help="registered model names")
+    parser.add_argument(
+        "--reference", action="store_true", help="also time each ECA model with the original code's ECA layer"
+    )
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=11, help="timed steps per model (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows and the setup here")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.models if name != BASELINE and name not in models.model_names]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {BASELINE}, {', '.join(models.model_names)}")
+    if args.steps < 1 or args.batch_size < 1:
+        parser.error("--steps and --batch-size must be positive")
+    return args
+
+
+def main(argv: Optional[Iterable[str]] = None) -> List[Dict]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    setup = describe(args)
+    print(" ".join(f"{key}={value}" for key, value in setup.items()))
+    print("| model | mode | format | ms/step | images/s | time vs ResNet-50 | peak MiB | memory vs ResNet-50 |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = run(args)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
