@@ -27,6 +27,7 @@ from utils.data import (
 from utils.distributed import DistributedContext, barrier, cleanup, init_distributed, parameters_agree
 from utils.engine import evaluate, set_learning_rate, step_learning_rate, train_one_epoch
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
+from utils.run_log import RunLog
 
 DEFAULT_ARCH = "eca_resnet50"
 
@@ -133,6 +134,10 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.gpu is not None and not (torch.cuda.is_available() and 0 <= args.gpu < torch.cuda.device_count()):
         available = f"{torch.cuda.device_count()} GPU(s) visible" if torch.cuda.is_available() else "CUDA is not available"
         raise UsageError(f"--gpu {args.gpu}: {available}")
+    if not 0 <= args.rank < max(args.world_size, 1):
+        raise UsageError(f"--rank {args.rank} is outside --world-size {args.world_size}")
+    if args.dist_backend == "nccl" and not torch.cuda.is_available():
+        raise UsageError("--dist-backend nccl needs CUDA; use gloo on CPU-only machines")
     if args.ksize is not None:
         arch = args.arch or DEFAULT_ARCH
         try:
@@ -160,13 +165,8 @@ def select_device(args: argparse.Namespace, context: DistributedContext) -> torc
     return torch.device("cuda", args.gpu if args.gpu is not None else torch.cuda.current_device())
 
 
-def build_datasets(args: argparse.Namespace) -> Tuple[Any, Any]:
-    """(train, val); train is None when only evaluating, so a val/-only tree is enough."""
-    if args.dummy is not None:
-        classes = args.num_classes or 1000
-        val_size = min(IMAGENET_VAL_SIZE, max(args.dummy // 25, 1))
-        train = None if args.evaluate else SyntheticImages(args.dummy, classes, args.image_size)
-        return train, SyntheticImages(val_size, classes, args.image_size)
+def folder_datasets(args: argparse.Namespace) -> Tuple[Any, Any]:
+    """(train, val) ImageFolders; train is None when only evaluating, so a val/-only tree is enough."""
     train = None if args.evaluate else build_dataset(args.data, "train", args.image_size, args.min_scale)
     val = build_dataset(args.data, "val", args.image_size)
     if train is not None and train.classes != val.classes:
@@ -174,8 +174,19 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Any, Any]:
     return train, val
 
 
-def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module, str, Optional[Dict[str, Any]]]:
-    """The model, its arch, and the checkpoint it came from (None for a fresh model)."""
+def synthetic_datasets(args: argparse.Namespace, classes: int) -> Tuple[Any, Any]:
+    """--dummy: ImageNet-shaped random data for the model's classes, val 1/25 of train as ImageNet's."""
+    val_size = min(IMAGENET_VAL_SIZE, max(args.dummy // 25, 1))
+    train = None if args.evaluate else SyntheticImages(args.dummy, classes, args.image_size)
+    return train, SyntheticImages(val_size, classes, args.image_size)
+
+
+def build_model(args: argparse.Namespace, data_classes: Optional[int]) -> Tuple[nn.Module, str, Optional[Dict[str, Any]]]:
+    """The model, its arch, and the checkpoint it came from (None for a fresh model).
+
+    The classifier gets --num-classes, else the checkpoint's size on --resume, else the
+    data's class count (``data_classes``; None for --dummy, where the model decides).
+    """
     ksize = parse_ksize(args.ksize)
     if args.resume or args.pretrained:
         num_classes = args.num_classes or (data_classes if args.pretrained else None)
@@ -183,7 +194,9 @@ def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module,
         checkpoint = info["checkpoint"] if args.resume else None
         return model, info["arch"], checkpoint
     arch = args.arch or DEFAULT_ARCH
-    kwargs: Dict[str, Any] = {"num_classes": args.num_classes or data_classes}
+    kwargs: Dict[str, Any] = {}
+    if args.num_classes or data_classes:
+        kwargs["num_classes"] = args.num_classes or data_classes
     if ksize is not None:
         kwargs["k_size"] = ksize
     return models.create_model(arch, **kwargs), arch, None
@@ -256,10 +269,13 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     else:
         torch.backends.cudnn.benchmark = True
 
-    train_set, val_set = build_datasets(args)
-    data_classes = len(val_set.classes)
-    model, arch, checkpoint = build_model(args, data_classes)
-    outputs = classifier_outputs(model)
+    if args.dummy is None:
+        train_set, val_set = folder_datasets(args)
+        model, arch, checkpoint = build_model(args, len(val_set.classes))
+    else:
+        model, arch, checkpoint = build_model(args, args.num_classes)
+        train_set, val_set = synthetic_datasets(args, classifier_outputs(model))
+    data_classes, outputs = len(val_set.classes), classifier_outputs(model)
     if data_classes > outputs:
         raise UsageError(f"the data has {data_classes} classes but the model only {outputs} outputs; pass --num-classes {data_classes}")
     apply_recipe(args, arch)
@@ -287,11 +303,7 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         args.start_epoch, best_prec1 = resume_state(checkpoint, optimizer, scaler)
         log(f"=> resumed {args.resume} at epoch {args.start_epoch} (best Prec@1 {best_prec1:.3f})")
     train_loader = build_loader(train_set, True, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory)
-    run_log = None
-    if context.is_main:
-        from utils.run_log import RunLog
-
-        run_log = RunLog(run_dir)
+    run_log = RunLog(run_dir, append=checkpoint is not None) if context.is_main else None
     if checkpoint is not None and "rng" in checkpoint:
         restore_rng_state(checkpoint["rng"])
 
@@ -317,17 +329,8 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
                 "args": checkpoint_args(args),
                 "rng": capture_rng_state(),
             }
-            path = os.path.join(run_dir, "checkpoint.pth.tar")
-            save_checkpoint(state, path)
-            if is_best:
-                copy_checkpoint(path, os.path.join(run_dir, "model_best.pth.tar"))
-            run_log.log_epoch({
-                "epoch": epoch, "lr": lr,
-                "train_loss": train_stats["loss"], "train_prec1": train_stats["prec1"], "train_prec5": train_stats["prec5"],
-                "train_images_per_s": train_stats["images_per_s"],
-                "val_loss": val_stats["loss"], "val_prec1": val_stats["prec1"], "val_prec5": val_stats["prec5"],
-                "epoch_seconds": train_stats["seconds"] + val_stats["seconds"],
-            })
+            save_epoch(run_dir, state, is_best)
+            run_log.log_epoch(epoch_row(epoch, lr, train_stats, val_stats))
         barrier(context)
     if run_log is not None:
         run_log.close()
@@ -337,6 +340,29 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         log(f"=> weights identical on all {context.world_size} processes")
     log(f"=> best Prec@1 {best_prec1:.3f}; checkpoints in {run_dir}")
     return 0
+
+
+def save_epoch(run_dir: str, state: Dict[str, Any], is_best: bool) -> None:
+    """``checkpoint.pth.tar`` every epoch and a copy as ``model_best.pth.tar`` when Prec@1 improved."""
+    path = os.path.join(run_dir, "checkpoint.pth.tar")
+    save_checkpoint(state, path)
+    if is_best:
+        copy_checkpoint(path, os.path.join(run_dir, "model_best.pth.tar"))
+
+
+def epoch_row(epoch: int, lr: float, train: Dict[str, float], val: Dict[str, float]) -> Dict[str, float]:
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train["loss"],
+        "train_prec1": train["prec1"],
+        "train_prec5": train["prec5"],
+        "train_images_per_s": train["images_per_s"],
+        "val_loss": val["loss"],
+        "val_prec1": val["prec1"],
+        "val_prec5": val["prec5"],
+        "epoch_seconds": train["seconds"] + val["seconds"],
+    }
 
 
 def resume_state(checkpoint: Dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> Tuple[int, float]:

@@ -21,15 +21,18 @@ CSV_FIELDS = (
 
 
 class RunLog:
-    """Appends one row per epoch to ``log.csv`` and the same numbers to TensorBoard.
+    """Writes one row per epoch to ``log.csv`` and the same numbers to TensorBoard.
 
-    A resumed run appends to the existing CSV; TensorBoard events go to the same directory.
+    A resumed run (``append=True``) continues the existing CSV; a fresh run in a reused
+    directory starts a new one rather than mixing two runs' rows.
     """
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, append: bool = False) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only rank 0 logs
 
         self.csv_path = os.path.join(run_dir, "log.csv")
+        if not append and os.path.exists(self.csv_path):
+            os.unlink(self.csv_path)
         self.writer = SummaryWriter(log_dir=run_dir)
 
     def log_epoch(self, row: Dict[str, float]) -> None:
