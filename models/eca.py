@@ -77,7 +77,8 @@ class EfficientChannelAttention(nn.Module):
 
     Called with an ``identity`` it is a ResNet block's whole ending, ``relu(x * gate + identity)``,
     computed in place; see :meth:`forward`. The gate is computed in the dtype of ``conv.weight``
-    (float32 under autocast) and the output has the dtype and memory format of ``x``.
+    (float32 under autocast) and rounded to ``x``'s for the multiply, so that every full-size
+    operation runs in one dtype; the output has the dtype and memory format of ``x``.
     """
 
     def __init__(self, channels: int, k_size: int = 3) -> None:
@@ -99,14 +100,14 @@ class EfficientChannelAttention(nn.Module):
         lets backward recover ``x * gate`` as ``output - identity`` wherever the ReLU passes
         gradient, from tensors that are saved anyway. With ``overwrite_identity`` the result
         goes over ``identity`` instead and ``x`` is kept: right for a downsampled identity,
-        a temporary that nothing else saves. Whichever is overwritten must not be used again.
+        a temporary that nothing else saves (so there, and only there, one activation more
+        than in ResNet-50 stays alive). Whichever is overwritten must not be used again.
+        Without autograd (eval, ``torch.no_grad``) the same ops run with no Function around them.
         """
         if torch.compiler.is_compiling():
             # Plain differentiable ops, which the compiler fuses better than any eager trick.
-            gate = self._gate(x)[1].view(x.shape[0], -1, 1, 1)
-            if identity is None:
-                return (x * gate).to(x.dtype)
-            return torch.relu(torch.addcmul(identity, x, gate)).to(x.dtype)
+            gate = _as_4d(self._gate(x)[1], x)
+            return x * gate if identity is None else torch.relu(torch.addcmul(identity, x, gate))
         with torch.no_grad():
             pooled, gate = self._gate(x)
         weight = self.conv.weight
@@ -143,13 +144,13 @@ def _autocast_off(device_type: str) -> ContextManager:
     return contextlib.nullcontext()
 
 
-def _as_4d(gate: torch.Tensor) -> torch.Tensor:
-    return gate.view(gate.shape[0], -1, 1, 1)
+def _as_4d(gate: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N, 1, C) -> (N, C, 1, 1) in ``like``'s dtype: mixed-dtype full-size kernels are slow on CUDA."""
+    return gate.view(gate.shape[0], -1, 1, 1).to(like.dtype)
 
 
 def _scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """``x * gate`` in x's dtype and memory format, rounded once (the gate may be wider)."""
-    return torch.mul(x, _as_4d(gate), out=torch.empty_like(x))
+    return x * _as_4d(gate, x)
 
 
 def _scale_add_relu_(
@@ -157,7 +158,7 @@ def _scale_add_relu_(
 ) -> torch.Tensor:
     """``relu(x * gate + identity)`` written over ``x`` or ``identity``."""
     out = identity if overwrite_identity else x
-    return torch.addcmul(identity, x, _as_4d(gate), out=out).relu_()
+    return torch.addcmul(identity, x, _as_4d(gate, x), out=out).relu_()
 
 
 def _backward_through_gate(
@@ -184,7 +185,7 @@ def _backward_through_gate(
     if not need_x:
         return None, weight_grad
     spatial = product.shape[2] * product.shape[3]
-    x_grad = torch.addcmul(_as_4d(pooled_grad / spatial), grad, _as_4d(gate), out=product)
+    x_grad = torch.addcmul(_as_4d(pooled_grad / spatial, product), grad, _as_4d(gate, product), out=product)
     return x_grad, weight_grad
 
 
@@ -241,9 +242,12 @@ class _GateAddReLU(torch.autograd.Function):
         if ctx.overwrite_identity:
             product, factor = grad * kept, gate * (1 - gate)
         else:
-            # Where the ReLU passes gradient, out - identity is x * gate: d logits is then
-            # sum(grad * (out - identity)) * (1 - gate), and zero grad covers the rest.
-            product, factor = torch.sub(out, kept).mul_(grad), 1 - gate
+            # Where the ReLU passes gradient, out - identity is x * rounded, the gate as rounded
+            # to x's dtype for the multiply (rounded == gate in float32 and float64), so
+            # d logits = sum(grad * x) * gate * (1 - gate) = sum(grad * (out - identity)) *
+            # (1 - gate) * gate / rounded; where it does not, grad is zero.
+            rounded = gate.to(out.dtype).to(gate.dtype).clamp_min(torch.finfo(gate.dtype).tiny)
+            product, factor = torch.sub(out, kept).mul_(grad), (1 - gate) * gate / rounded
         need_x, need_identity, need_weight = ctx.needs_input_grad[:3]
         x_grad, weight_grad = _backward_through_gate(product, factor, grad, saved, ctx.padding, need_x, need_weight)
         identity_grad = grad if need_identity else None

@@ -41,6 +41,10 @@ def layout(t: torch.Tensor, memory_format: str) -> torch.Tensor:
     return t.contiguous()
 
 
+def relative_error(value: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((value.double() - exact.double()).norm() / exact.double().norm()).item()
+
+
 def outputs_and_grads(fn, x, identity, weight, grad_out):
     x, identity = x.detach().requires_grad_(), identity.detach().requires_grad_()
     out = fn(x, identity)
@@ -159,27 +163,31 @@ def test_bfloat16_autocast_keeps_the_input_dtype_and_a_float32_gate():
         )
         assert out.dtype == torch.bfloat16 and grads[0].dtype == torch.bfloat16
         assert grads[2].dtype == torch.float32
-        torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
-        torch.testing.assert_close(grads[0].float(), ref_grads[0].float(), rtol=2e-2, atol=2e-2)
-        torch.testing.assert_close(grads[2], ref_grads[2], rtol=2e-2, atol=2e-2 * ref_grads[2].abs().max().item())
+        # Norms, not elements: a bfloat16 rounding may flip the ReLU at an output near zero.
+        assert relative_error(out, ref) < 1e-2
+        assert relative_error(grads[0], ref_grads[0]) < 2e-2
+        assert relative_error(grads[2], ref_grads[2]) < 2e-2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_autocast_matches_float32(dtype):
+def test_cuda_autocast_is_as_accurate_as_the_original_code(dtype):
+    """Under autocast both drift from float32; the fast path may not drift more than the original does."""
     torch.manual_seed(6)
     model = models.eca_resnet18(num_classes=10).cuda().to(memory_format=torch.channels_last)
-    reference = with_original_eca(copy.deepcopy(model))
-    images = torch.randn(4, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=dtype):
-        out = model(images)
-    out.float().square().sum().backward()
-    ref = reference(images)
-    ref.square().sum().backward()
-    assert out.dtype == dtype
-    torch.testing.assert_close(out.float(), ref, rtol=5e-2, atol=5e-2)
-    weight, ref_weight = model.layer1[0].eca.conv.weight, reference.layer1[0].eca.conv.weight
-    torch.testing.assert_close(weight.grad, ref_weight.grad, rtol=0.1, atol=0.1 * ref_weight.grad.abs().max().item())
+    original = with_original_eca(copy.deepcopy(model))
+    exact = with_original_eca(copy.deepcopy(model))
+    images = torch.randn(8, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
+    results = []
+    for net, precision in ((model, dtype), (original, dtype), (exact, None)):
+        with torch.autocast("cuda", dtype=dtype, enabled=precision is not None):
+            logits = net(images)
+        logits.float().logsumexp(1).sum().backward()
+        results.append((logits, net.layer1[0].eca.conv.weight.grad, net.layer1[0].conv1.weight.grad))
+    fast, orig, ref = results
+    assert fast[0].dtype == dtype and fast[1].dtype == torch.float32
+    for value, baseline, exact_value in zip(fast, orig, ref):  # logits, ECA weight grad, a conv weight grad
+        assert relative_error(value, exact_value) <= 1.5 * relative_error(baseline, exact_value) + 1e-3
 
 
 def test_benchmark_reference_is_the_plain_computation():
