@@ -13,7 +13,7 @@ import random
 import sys
 from typing import Dict, List, Sequence, Tuple
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 Point = Tuple[float, float]
 
@@ -62,16 +62,15 @@ def _draw_round(draw: ImageDraw.ImageDraw, name: str, centre: Point, scale: floa
         draw.ellipse([bx - 0.85 * radius, by - 0.85 * radius, bx + 0.85 * radius, by + 0.85 * radius], fill=background)
 
 
-def _random_colour(rng: random.Random) -> Tuple[int, int, int]:
-    return tuple(rng.randrange(256) for _ in range(3))
-
-
 def _distinct_colours(rng: random.Random) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
-    """A shape colour and a background colour that differ enough to see the shape."""
-    while True:
-        colour, background = _random_colour(rng), _random_colour(rng)
-        if sum(abs(a - b) for a, b in zip(colour, background)) > 180:
-            return colour, background
+    """A random shape colour on a random background of the opposite brightness, so the
+    outline, not the colour, is what tells the classes apart."""
+    light = rng.random() < 0.5
+    low, high = (0, 110) if light else (150, 256)
+    colour = tuple(rng.randrange(low, high) for _ in range(3))
+    low, high = (170, 256) if light else (0, 90)
+    background = tuple(rng.randrange(low, high) for _ in range(3))
+    return colour, background
 
 
 def render(name: str, seed: int, size: int) -> Image.Image:
@@ -89,9 +88,9 @@ def render(name: str, seed: int, size: int) -> Image.Image:
         draw.polygon(_polygon(SHAPES[name], angle, scale, centre), fill=colour)
     else:
         _draw_round(draw, name, centre, scale, angle, colour, background)
-    image = image.resize((size, size), Image.BILINEAR).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.6)))
-    noise = Image.effect_noise((size, size), rng.uniform(4, 20)).convert("RGB")
-    return Image.blend(image, noise, 0.08)
+    image = image.resize((size, size), Image.BILINEAR)
+    noise = Image.effect_noise((size, size), rng.uniform(4, 16)).convert("RGB")
+    return Image.blend(image, noise, 0.05)
 
 
 def make_split(root: str, split: str, per_class: int, size: int, seed: int, first_index: int) -> None:
