@@ -5,7 +5,7 @@ Every model runs one step in turn, step after step, so that drift in the machine
 ``--steps`` steps and is reported as a ratio to ``torchvision_resnet50`` from the same run.
 
     python scripts/benchmark.py --models eca_resnet50 --reference --threads 2
-    python scripts/benchmark.py --device cuda --amp --channels-last-only --json out.json
+    python scripts/benchmark.py --device cuda --amp --channels-last --batch-size 128 --json out.json
 
 Peak memory is the largest number of bytes held by live tensors during one step: the
 model's parameters and buffers, the optimizer state and the batch, plus the highest point
@@ -239,6 +239,7 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument("--channels-last", action="store_true", help="same as --formats channels_last")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=11, help="timed steps per model (the median is reported)")
@@ -249,6 +250,8 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows and the setup here")
     args = parser.parse_args(argv)
+    if args.channels_last:
+        args.formats = ["channels_last"]
     unknown = [name for name in args.models if name != BASELINE and name not in models.model_names]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {BASELINE}, {', '.join(models.model_names)}")

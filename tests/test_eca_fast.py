@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 import models
 from models import EfficientChannelAttention
-from scripts.benchmark import original_eca_forward, with_original_eca
+from scripts.benchmark import cpu_step_peak_rise, original_eca_forward, with_original_eca
 
 FORMS = ["scale", "residual", "residual_over_identity"]
 
@@ -313,3 +313,17 @@ def test_torch_compile_traces_the_layer(form):
     )
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(grads[2], ref_grads[2])
+
+
+def test_benchmark_cpu_peak_counts_every_allocation_and_free():
+    """The CPU peak-memory measure of scripts/benchmark.py on a step whose peak is known: two 4 MB
+    tensors alive at once, then one freed and a third allocated."""
+
+    def step() -> None:
+        first = torch.ones(1_000_000)
+        second = first * 2
+        del first
+        third = second + 1
+        del second, third
+
+    assert 8_000_000 <= cpu_step_peak_rise(step) < 8_100_000
