@@ -151,3 +151,12 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert main_module.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.replace("DIR", str(tmp_path)) in err
+
+
+def test_dummy_data_trains_and_its_checkpoint_evaluates_without_num_classes(tmp_path, capsys):
+    common = ["--dummy", "24", "--image-size", "32", "-b", "8", "-j", "0", "-p", "100"]
+    assert main_module.main([*common, "-a", "eca_resnet18", "--num-classes", "7", "--epochs", "1", "--output-dir", str(tmp_path)]) == 0
+    assert main_module.main([*common, "--evaluate", "--resume", str(tmp_path / "checkpoint.pth.tar")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" * Prec@1") == 2 and "=> eca_resnet18 (" in out
+    assert load_checkpoint_file(tmp_path / "checkpoint.pth.tar")["state_dict"]["fc.weight"].shape == (7, 512)

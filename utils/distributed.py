@@ -61,8 +61,9 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.T
 
 
 def barrier(context: DistributedContext) -> None:
+    """Wait for every process; on nccl, on this process's own GPU (never a guessed one)."""
     if context.enabled:
-        dist.barrier()
+        dist.barrier(device_ids=[context.local_rank] if context.backend == "nccl" else None)
 
 
 def cleanup(context: DistributedContext) -> None:
