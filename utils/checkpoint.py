@@ -10,6 +10,7 @@ what the file holds and what to pass.
 
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -42,6 +43,11 @@ StateDict = Dict[str, torch.Tensor]
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Added by DataParallel/DistributedDataParallel and by torch.compile, in any nesting order."""
 
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_UNSAFE_OPERATIONS = ("reduce for unrecognized function", "Can only create new object", "Can only build")
+"""How torch's weights-only unpickler words its refusal of code (an import, a call, an object),
+as opposed to a file that is simply not a pickle."""
+
 
 class CheckpointError(Exception):
     """A checkpoint cannot be used as asked; ``str()`` is one line meant for the user."""
@@ -62,20 +68,31 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else f"checkpoint {path} is not a file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+    except Exception as error:  # torch's unpickler raises anything (IndexError, ...) on garbage
+        unsafe = _unsafe_content(error)
+        if unsafe is not None:
             raise CheckpointError(
-                f"refusing to load {path}: it contains Python objects other than tensors and plain "
-                "containers, which could run code; only weight files are loaded"
+                f"refusing to load {path}: it holds {unsafe}, which could run code; "
+                "only tensors and plain containers are loaded"
             ) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated") from None
     if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         return {"state_dict": checkpoint}
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict", checkpoint.get("model")), dict):
         raise CheckpointError(f"{path} holds no model weights (expected a state_dict or a dict with 'state_dict')")
     return checkpoint
+
+
+def _unsafe_content(error: Exception) -> Optional[str]:
+    """What code a refused pickle asked for (e.g. ``posix.system``), or None when the load failed
+    for another reason (garbage, truncation), so that only real payloads are called unsafe."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
+    message = str(error)
+    found = _UNSAFE_GLOBAL.search(message)
+    if found:
+        return found.group(1)
+    return "a Python object" if any(operation in message for operation in _UNSAFE_OPERATIONS) else None
 
 
 def strip_prefixes(state_dict: StateDict) -> StateDict:
