@@ -25,7 +25,7 @@ from utils.data import (
     start_epoch,
 )
 from utils.distributed import DistributedContext, barrier, cleanup, init_distributed, parameters_agree
-from utils.engine import evaluate, set_learning_rate, step_learning_rate, train_one_epoch
+from utils.engine import NonFiniteLossError, evaluate, set_learning_rate, step_learning_rate, train_one_epoch
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from utils.run_log import RunLog
 
@@ -85,6 +85,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="training crop; evaluation resizes to S/0.875 and centre-crops S")
     parser.add_argument("--min-scale", default=0.08, type=float, metavar="F",
                         help="smallest area fraction RandomResizedCrop takes")
+    parser.add_argument("--bad-images", default="skip", choices=["skip", "error"],
+                        help="an unreadable (corrupt, truncated) image file: skip it and count it per epoch, "
+                        "or stop with an error naming it (default: skip)")
     parser.add_argument("--dummy", nargs="?", const=IMAGENET_TRAIN_SIZE, default=None, type=int, metavar="N",
                         help="synthetic data of ImageNet's shape instead of DIR (N training images, "
                         "default ImageNet's count), to measure speed")
@@ -291,7 +294,7 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     pin_memory = device.type == "cuda"
     data_seed = args.seed or 0
     val_loader = build_loader(val_set, False, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory)
-    eval_kwargs = dict(print_freq=args.print_freq, amp_dtype=amp_dtype, channels_last=args.channels_last)
+    eval_kwargs = dict(print_freq=args.print_freq, amp_dtype=amp_dtype, channels_last=args.channels_last, bad_images=args.bad_images)
 
     if args.evaluate:
         evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
@@ -314,6 +317,7 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         train_stats = train_one_epoch(
             train_model, criterion, optimizer, train_loader, device, epoch, context, log,
             print_freq=args.print_freq, amp_dtype=amp_dtype, scaler=scaler, channels_last=args.channels_last,
+            bad_images=args.bad_images,
         )
         val_stats = evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
         is_best = val_stats["prec1"] > best_prec1
@@ -389,6 +393,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, CheckpointError, DataError) as error:
         print(f"main.py: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:
+        print(f"main.py: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
         unsafe = _unsafe_content(error)
         if unsafe is not None:
             raise CheckpointError(
-                f"refusing to load {path}: it holds {unsafe}, which could run code; "
+                f"refusing to load {path}: it would {unsafe}, which could run code; "
                 "only tensors and plain containers are loaded"
             ) from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated") from None
@@ -84,15 +84,15 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
 
 
 def _unsafe_content(error: Exception) -> Optional[str]:
-    """What code a refused pickle asked for (e.g. ``posix.system``), or None when the load failed
-    for another reason (garbage, truncation), so that only real payloads are called unsafe."""
+    """What a refused pickle asked to do (e.g. ``import posix.system``), or None when the load
+    failed for another reason (garbage, truncation), so that only real payloads are called unsafe."""
     if not isinstance(error, pickle.UnpicklingError):
         return None
     message = str(error)
     found = _UNSAFE_GLOBAL.search(message)
     if found:
-        return found.group(1)
-    return "a Python object" if any(operation in message for operation in _UNSAFE_OPERATIONS) else None
+        return f"import {found.group(1)}"
+    return "build a Python object" if any(operation in message for operation in _UNSAFE_OPERATIONS) else None
 
 
 def strip_prefixes(state_dict: StateDict) -> StateDict:

@@ -2,13 +2,17 @@
 
 The data order is a pure function of (seed, epoch, rank), and so are the data-loader workers'
 seeds: a run resumed at epoch e sees exactly the batches an uninterrupted run would have.
+
+Loaders yield ``(images, targets, unreadable)``: a corrupt or truncated image file does not end
+a days-long epoch; it is dropped from its batch and its path comes back in ``unreadable``, through
+the batch itself so that it survives worker processes. The caller decides to skip or stop.
 """
 
 import os
-from typing import Sized, Tuple
+from typing import Any, List, NamedTuple, Sequence, Sized, Tuple, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 from torchvision import datasets, transforms
 
 from .distributed import DistributedContext
@@ -22,6 +26,9 @@ __all__ = [
     "IMAGENET_VAL_SIZE",
     "build_transform",
     "build_dataset",
+    "UnreadableImage",
+    "SkippingImageFolder",
+    "collate_readable",
     "SyntheticImages",
     "ShardSampler",
     "build_loader",
@@ -85,7 +92,39 @@ class SyntheticImages(Dataset):
         return image, index % self.num_classes
 
 
-def build_dataset(root: str, split: str, image_size: int, min_scale: float = 0.08) -> datasets.ImageFolder:
+class UnreadableImage(NamedTuple):
+    """Stands in for a sample whose file could not be decoded."""
+
+    path: str
+
+
+class SkippingImageFolder(datasets.ImageFolder):
+    """An ImageFolder that returns an :class:`UnreadableImage` for a file PIL cannot decode
+    (corrupt, truncated, not an image) instead of raising inside a worker."""
+
+    def __getitem__(self, index: int) -> Union[Tuple[Any, int], UnreadableImage]:
+        path, target = self.samples[index]
+        try:
+            image = self.loader(path)
+        except (OSError, ValueError, SyntaxError):  # what PIL raises for undecodable files
+            return UnreadableImage(path)
+        return self.transform(image), target
+
+
+def collate_readable(batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """Default collation of the readable samples, plus the paths of the unreadable ones.
+
+    A batch with no readable sample has zero images, for the caller to skip.
+    """
+    unreadable = [sample.path for sample in batch if isinstance(sample, UnreadableImage)]
+    readable = [sample for sample in batch if not isinstance(sample, UnreadableImage)]
+    if not readable:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), unreadable
+    images, targets = default_collate(readable)
+    return images, targets, unreadable
+
+
+def build_dataset(root: str, split: str, image_size: int, min_scale: float = 0.08) -> SkippingImageFolder:
     """``root/split`` as an ImageFolder with the split's transform; problems are DataErrors."""
     if not os.path.isdir(root):
         raise DataError(f"data directory {root} does not exist")
@@ -93,7 +132,7 @@ def build_dataset(root: str, split: str, image_size: int, min_scale: float = 0.0
     if not os.path.isdir(folder):
         raise DataError(f"{root} has no {split}/ folder (expected {split}/<class>/<image>.JPEG)")
     try:
-        return datasets.ImageFolder(folder, build_transform(split == "train", image_size, min_scale))
+        return SkippingImageFolder(folder, build_transform(split == "train", image_size, min_scale))
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"{folder}: {str(error).splitlines()[0]}") from None
 
@@ -123,6 +162,8 @@ def build_loader(
 ) -> DataLoader:
     """Training loaders shuffle per (seed, epoch) across ranks; evaluation loaders shard in order.
 
+    Batches are ``(images, targets, unreadable paths)``; see :func:`collate_readable`.
+
     Call :func:`start_epoch` before iterating a training loader.
     """
     sampler: Sampler
@@ -136,6 +177,7 @@ def build_loader(
         sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory,
+        collate_fn=collate_readable,
         worker_init_fn=seed_worker,
         generator=torch.Generator(),
     )

@@ -2,20 +2,31 @@
 
 The training step stays lean: non-blocking copies, ``zero_grad(set_to_none=True)``, and no
 host sync except when a progress line is printed.
+
+A non-finite loss stops training, but checking ``loss.isfinite()`` on the host every step would
+stall the GPU queue every step. Instead the first bad step is recorded on the device
+(``torch.where``, no sync) and read where the loop syncs anyway: at each progress line and at
+the end of the epoch, before anything is saved. Up to ``print_freq`` steps run on broken
+weights before the stop; none of them reaches a checkpoint.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .distributed import DistributedContext
+from .data import DataError
+from .distributed import DistributedContext, all_reduce_sum
 from .metrics import RunningTotals, format_duration
 
-__all__ = ["step_learning_rate", "set_learning_rate", "train_one_epoch", "evaluate"]
+__all__ = ["NonFiniteLossError", "step_learning_rate", "set_learning_rate", "train_one_epoch", "evaluate"]
 
 Log = Callable[[str], None]
+
+
+class NonFiniteLossError(Exception):
+    """Training diverged (the loss became inf or nan); ``str()`` is one line meant for the user."""
 
 
 def step_learning_rate(base_lr: float, epoch: int, step_size: int, gamma: float) -> float:
@@ -35,6 +46,41 @@ def _to_device(images: torch.Tensor, target: torch.Tensor, device: torch.device,
     return images, target.to(device, non_blocking=True)
 
 
+def _readable_batches(
+    loader: DataLoader, bad_images: str, unreadable: List[str]
+) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
+    """(step, images, targets) of the batches with images; unreadable files are collected in
+    ``unreadable`` with ``bad_images="skip"``, or stop the run with ``"error"``."""
+    for step, (images, target, skipped) in enumerate(loader):
+        if skipped and bad_images == "error":
+            raise DataError(f"cannot read image {skipped[0]} (--bad-images skip would skip it)")
+        unreadable.extend(skipped)
+        if target.numel():
+            yield step, images, target
+
+
+def _report_unreadable(unreadable: List[str], device: torch.device, context: DistributedContext, log: Log, where: str) -> int:
+    """Log how many files all processes skipped; returns that count."""
+    count = int(all_reduce_sum(torch.tensor(len(unreadable), device=device), context).item())
+    if count:
+        example = f", e.g. {unreadable[0]}" if unreadable else ""
+        log(f"{where} skipped {count} unreadable image file(s){example}")
+    return count
+
+
+def _stop_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, step: int, context: DistributedContext) -> None:
+    """Raise on every process as soon as any process has seen a non-finite loss, so that
+    no process goes on to a collective the others never join."""
+    seen = all_reduce_sum(first_bad_step.ge(0).long(), context)
+    if seen.item():
+        local = int(first_bad_step.item())
+        where = f"at epoch {epoch}, step {local}" if local >= 0 else f"on another process by epoch {epoch}, step {step}"
+        raise NonFiniteLossError(
+            f"the training loss became non-finite {where}; stopped before saving, so the checkpoints "
+            "of earlier epochs are kept (try a lower --lr, then --resume)"
+        )
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -48,13 +94,17 @@ def train_one_epoch(
     amp_dtype: Optional[torch.dtype] = None,
     scaler: Optional[torch.amp.GradScaler] = None,
     channels_last: bool = False,
+    bad_images: str = "skip",
 ) -> Dict[str, float]:
-    """Train for one pass over ``loader``; returns the epoch's averages over all processes."""
+    """Train for one pass over ``loader``; returns the epoch's averages over all processes and
+    the number of ``unreadable`` files skipped. Raises NonFiniteLossError if the loss diverged."""
     model.train()
     totals = RunningTotals(device)
     steps = len(loader)
     lr = optimizer.param_groups[0]["lr"]
-    for step, (images, target) in enumerate(loader):
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    unreadable: List[str] = []
+    for step, images, target in _readable_batches(loader, bad_images, unreadable):
         images, target = _to_device(images, target, device, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = model(images)
@@ -68,7 +118,9 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         totals.update(loss, output, target)
+        first_bad_step = torch.where(first_bad_step.lt(0) & ~loss.detach().isfinite(), step, first_bad_step)
         if step % print_freq == 0 or step == steps - 1:
+            _stop_if_nonfinite(first_bad_step, epoch, step, context)
             running = totals.summary()
             eta = running["seconds"] / (step + 1) * (steps - step - 1)
             log(
@@ -76,7 +128,8 @@ def train_one_epoch(
                 f"Prec@1 {running['prec1']:6.2f}  Prec@5 {running['prec5']:6.2f}  lr {lr:.5g}  "
                 f"{running['images_per_s'] * context.world_size:.0f} img/s  eta {format_duration(eta)}"
             )
-    return totals.summary(context)
+    _stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
+    return {**totals.summary(context), "unreadable": _report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]")}
 
 
 @torch.no_grad()
@@ -90,8 +143,9 @@ def evaluate(
     print_freq: int = 10,
     amp_dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
+    bad_images: str = "skip",
 ) -> Dict[str, float]:
-    """Loss, Prec@1 and Prec@5 over the whole evaluation set, summed exactly across processes.
+    """Loss, Prec@1 and Prec@5 over the readable evaluation images, summed exactly across processes.
 
     Pass the unwrapped model under DDP: ranks may hold different numbers of batches, and a
     DDP forward would wait for collectives the other ranks never join.
@@ -99,7 +153,8 @@ def evaluate(
     model.eval()
     totals = RunningTotals(device)
     steps = len(loader)
-    for step, (images, target) in enumerate(loader):
+    unreadable: List[str] = []
+    for step, images, target in _readable_batches(loader, bad_images, unreadable):
         images, target = _to_device(images, target, device, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = model(images)
@@ -108,6 +163,6 @@ def evaluate(
         if print_freq and step % print_freq == 0 and step != steps - 1:
             running = totals.summary()
             log(f"Test: [{step:>{len(str(steps))}}/{steps}]  loss {running['loss']:.4f}  Prec@1 {running['prec1']:6.2f}  Prec@5 {running['prec5']:6.2f}")
-    result = totals.summary(context)
+    result = {**totals.summary(context), "unreadable": _report_unreadable(unreadable, device, context, log, "Test:")}
     log(f" * Prec@1 {result['prec1']:.3f} Prec@5 {result['prec5']:.3f}")
     return result
