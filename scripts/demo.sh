@@ -14,5 +14,5 @@ if [ ! -d "$DATA/val" ]; then
 fi
 rm -rf "$RUN"
 python main.py "$DATA" -a eca_resnet18 --image-size "$SIZE" --min-scale 0.5 \
-    -b 32 --lr 0.05 --epochs 12 --lr-step 8 -j 1 -p 50 --seed 0 --output-dir "$RUN"
+    -b 32 --lr 0.05 --epochs 8 --lr-step 6 -j 1 -p 50 --seed 0 --output-dir "$RUN"
 python main.py "$DATA" --evaluate --resume "$RUN/model_best.pth.tar" --image-size "$SIZE" -b 100 -j 1
