@@ -7,7 +7,6 @@ under torchrun / --world-size. Every flag of the original keeps its name and mea
 import argparse
 import os
 import sys
-import warnings
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 
 import models
 from utils.checkpoint import CheckpointError, copy_checkpoint, load_model, save_checkpoint
+from utils.console import show_warnings_as_one_line
 from utils.data import (
     IMAGENET_TRAIN_SIZE,
     IMAGENET_VAL_SIZE,
@@ -381,13 +381,9 @@ def resume_state(checkpoint: Dict[str, Any], optimizer: torch.optim.Optimizer, s
     return int(checkpoint.get("epoch", 0)), float(checkpoint.get("best_prec1", 0.0))
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    warnings.showwarning = _show_warning
+    show_warnings_as_one_line()
     try:
         return run(args)
     except (UsageError, CheckpointError, DataError) as error:

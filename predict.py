@@ -10,7 +10,6 @@ are ImageNet's, as torchvision ships them; a model with another class count prin
 
 import argparse
 import sys
-import warnings
 from typing import List, Optional, Sequence
 
 import torch
@@ -19,6 +18,7 @@ from torchvision.models import ResNet50_Weights
 
 import models
 from utils.checkpoint import CheckpointError, load_model
+from utils.console import show_warnings_as_one_line
 from utils.data import build_transform
 
 IMAGENET_CLASSES: List[str] = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
@@ -53,11 +53,6 @@ def format_predictions(path: str, probabilities: torch.Tensor, topk: int) -> str
     return "\n".join(lines)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Checkpoint warnings (e.g. a wrong arch string inside a released file) as one line."""
-    print(f"predict: warning: {message}", file=sys.stderr)
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
@@ -71,7 +66,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    warnings.showwarning = _show_warning
+    show_warnings_as_one_line("predict: warning")
     try:
         images = read_images(args.images, args.image_size)
         model, _ = load_model(args.weights, arch=args.arch)

@@ -10,7 +10,6 @@ that cannot be loaded gets an error row and a non-zero exit; the others are stil
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -20,6 +19,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.checkpoint import CheckpointError, format_kernel_sizes, load_model  # noqa: E402
+from utils.console import show_warnings_as_one_line  # noqa: E402
 from utils.data import DataError, build_dataset, build_loader  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
 from utils.engine import evaluate  # noqa: E402
@@ -86,11 +86,6 @@ def result_row(name: str, arch: str, kwargs: dict, stats: Dict[str, float], num_
     return row
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Checkpoint warnings (e.g. a wrong arch string inside a released file) as one line."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files or folders of them")
@@ -105,7 +100,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    warnings.showwarning = _show_warning
+    show_warnings_as_one_line()
     device = torch.device(args.device)
     context = DistributedContext()
     try:
