@@ -210,7 +210,11 @@ def classifier_outputs(model: nn.Module) -> int:
 
 
 def prepare_run_dir(args: argparse.Namespace, arch: str) -> str:
-    """Create the run directory and prove it writable now, not after the first epoch."""
+    """Create the run directory and prove it writable now, not after the first epoch.
+
+    A fresh run never overwrites an earlier run's checkpoints: days of training are not lost
+    to a forgotten ``--resume``.
+    """
     run_dir = args.output_dir or os.path.join("runs", f"{arch}_{args.action}" if args.action else arch)
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -220,6 +224,12 @@ def prepare_run_dir(args: argparse.Namespace, arch: str) -> str:
         os.unlink(probe)
     except OSError as error:
         raise UsageError(f"run directory {run_dir} is not writable ({error.strerror})") from None
+    previous = os.path.join(run_dir, "checkpoint.pth.tar")
+    if not args.resume and os.path.exists(previous):
+        raise UsageError(
+            f"{run_dir} already holds a run's checkpoint; continue it with --resume {previous}, "
+            "or start a new run with another --output-dir"
+        )
     return run_dir
 
 
