@@ -72,10 +72,11 @@ def cleanup(context: DistributedContext) -> None:
 
 
 def parameters_agree(model: torch.nn.Module, context: DistributedContext) -> bool:
-    """Whether every process holds bitwise the same parameters (a DDP sanity check at the end of training).
+    """Whether every process holds the same parameters (a DDP sanity check at the end of training).
 
-    Compares a per-tensor (sum, sum of squares) fingerprint rather than the weights themselves,
-    so the check costs one small all_gather whatever the model size.
+    Compares a per-tensor (sum, sum of squares) fingerprint in float64 rather than the weights
+    themselves, so the check costs one small all_gather whatever the model size; any real
+    divergence between ranks changes it, though it is not a bitwise comparison.
     """
     if not context.enabled:
         return True

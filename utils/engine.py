@@ -40,10 +40,22 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _to_device(images: torch.Tensor, target: torch.Tensor, device: torch.device, channels_last: bool):
+def _forward(
+    model: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    device: torch.device,
+    channels_last: bool,
+    amp_dtype: Optional[torch.dtype],
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(output, loss, target on the device) for one batch, under autocast when ``amp_dtype`` is set."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     images = images.to(device, non_blocking=True, memory_format=memory_format)
-    return images, target.to(device, non_blocking=True)
+    target = target.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        output = model(images)
+        return output, criterion(output, target), target
 
 
 def _readable_batches(
@@ -105,10 +117,7 @@ def train_one_epoch(
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     unreadable: List[str] = []
     for step, images, target in _readable_batches(loader, bad_images, unreadable):
-        images, target = _to_device(images, target, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(images)
-            loss = criterion(output, target)
+        output, loss, target = _forward(model, criterion, images, target, device, channels_last, amp_dtype)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -155,10 +164,7 @@ def evaluate(
     steps = len(loader)
     unreadable: List[str] = []
     for step, images, target in _readable_batches(loader, bad_images, unreadable):
-        images, target = _to_device(images, target, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(images)
-            loss = criterion(output, target)
+        output, loss, target = _forward(model, criterion, images, target, device, channels_last, amp_dtype)
         totals.update(loss, output, target)
         if print_freq and step % print_freq == 0 and step != steps - 1:
             running = totals.summary()
