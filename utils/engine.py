@@ -62,12 +62,13 @@ def _readable_batches(
     loader: DataLoader, bad_images: str, unreadable: List[str]
 ) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
     """(step, images, targets) of the batches with images; unreadable files are collected in
-    ``unreadable`` with ``bad_images="skip"``, or stop the run with ``"error"``."""
+    ``unreadable`` with ``bad_images="skip"``, or stop the run with ``"error"``. Targets may be
+    a tensor (classification) or a list of target dicts (detection)."""
     for step, (images, target, skipped) in enumerate(loader):
         if skipped and bad_images == "error":
             raise DataError(f"cannot read image {skipped[0]} (--bad-images skip would skip it)")
         unreadable.extend(skipped)
-        if target.numel():
+        if len(target):
             yield step, images, target
 
 
