@@ -9,7 +9,7 @@ the batch itself so that it survives worker processes. The caller decides to ski
 """
 
 import os
-from typing import Any, List, NamedTuple, Sequence, Sized, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Sized, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
@@ -159,10 +159,12 @@ def build_loader(
     seed: int,
     context: DistributedContext,
     pin_memory: bool,
+    collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
 ) -> DataLoader:
     """Training loaders shuffle per (seed, epoch) across ranks; evaluation loaders shard in order.
 
-    Batches are ``(images, targets, unreadable paths)``; see :func:`collate_readable`.
+    Batches are ``(images, targets, unreadable paths)``; see :func:`collate_readable`, the
+    default ``collate_fn`` (detection passes one that keeps images and targets as lists).
 
     Call :func:`start_epoch` before iterating a training loader.
     """
@@ -177,7 +179,7 @@ def build_loader(
         sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory,
-        collate_fn=collate_readable,
+        collate_fn=collate_fn or collate_readable,
         worker_init_fn=seed_worker,
         generator=torch.Generator(),
     )
