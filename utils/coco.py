@@ -1,0 +1,299 @@
+"""COCO-format instance data for the detectors: the annotation file checked up front, a Dataset in
+torchvision's detection interface, the training flip, a collate and loaders.
+
+Conventions (shared with models/detection and utils/coco_eval.py):
+
+- boxes are torchvision's exclusive ``(x1, y1, x2, y2)`` in pixels: COCO's ``[x, y, w, h]`` is
+  ``(x, y, x + w, y + h)``; MMDetection v1's inclusive ``(x, y, x + w - 1, y + h - 1)`` is the same
+  box (the +1 lives inside the models);
+- label L in 1..C is the L-th category in sorted category-id order (MMDetection v1's
+  ``cat2label``); 0 is never an object;
+- what MMDetection v1 left out of training is left out here too: crowd and ``ignore``
+  annotations, boxes under one pixel wide or high or of zero area, and so images without a
+  box left or smaller than 32 pixels. Evaluation sees every image.
+
+Problems with the files are :class:`utils.data.DataError` with one line naming the file, found
+before training starts where they can be: a missing or non-COCO annotation file, missing image
+files, an empty or inverted box. An image file that cannot be decoded at run time comes back
+as :class:`utils.data.UnreadableImage`, for ``--bad-images skip|error`` as in classification.
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.functional import pil_to_tensor
+
+from .data import DataError, UnreadableImage, build_loader
+from .distributed import DistributedContext
+
+__all__ = [
+    "Target",
+    "coco_split_paths",
+    "load_coco",
+    "CocoDetection",
+    "flip_horizontal",
+    "collate_detection",
+    "build_coco_loader",
+]
+
+Target = Dict[str, torch.Tensor]
+
+MIN_TRAIN_IMAGE_SIZE = 32  # MMDetection v1's _filter_imgs(min_size=32)
+
+
+def coco_split_paths(root: str, split: str) -> Tuple[str, str]:
+    """``(image folder, annotation file)`` of a split in COCO's own layout:
+    ``root/{split}2017/`` and ``root/annotations/instances_{split}2017.json``."""
+    if not os.path.isdir(root):
+        raise DataError(f"data directory {root} does not exist")
+    return (
+        os.path.join(root, f"{split}2017"),
+        os.path.join(root, "annotations", f"instances_{split}2017.json"),
+    )
+
+
+def _not_coco(path: str, why: str) -> DataError:
+    return DataError(f"{path}: not a COCO annotation file ({why})")
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: annotation file not found")
+    try:
+        with open(path, "rb") as handle:
+            content = json.load(handle)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise _not_coco(path, f"not JSON: {str(error).splitlines()[0]}") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the annotation file ({error.strerror or error})") from None
+    if not isinstance(content, dict):
+        raise _not_coco(path, f"a JSON {type(content).__name__}, not an object")
+    missing = [key for key in ("images", "annotations", "categories") if not isinstance(content.get(key), list)]
+    if missing:
+        raise _not_coco(path, "no " + ", ".join(f"'{key}'" for key in missing) + " list")
+    return content
+
+
+def _check_entries(path: str, entries: List[Any], kind: str, keys: Sequence[str]) -> None:
+    for position, entry in enumerate(entries):
+        absent = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+        if absent:
+            raise _not_coco(path, f"{kind} entry #{position} has no '{absent[0]}'")
+
+
+def _box_problem(box: Any) -> Optional[str]:
+    """Why a COCO ``[x, y, w, h]`` cannot be a box, or None."""
+    if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+        return f"a malformed box {box!r} (expected [x, y, width, height])"
+    if not all(math.isfinite(v) for v in box):
+        return f"a non-finite box {box}"
+    if box[2] < 0 or box[3] < 0:
+        return f"an inverted box {box} (negative width or height)"
+    if box[2] == 0 or box[3] == 0:
+        return f"an empty box {box} (zero width or height)"
+    return None
+
+
+def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> None:
+    images = {image["id"]: image for image in content["images"]}
+    category_ids = {category["id"] for category in content["categories"]}
+    for annotation in content["annotations"]:
+        where = f"annotation {annotation['id']}"
+        image = images.get(annotation["image_id"])
+        if image is None:
+            raise DataError(f"{path}: {where} refers to image id {annotation['image_id']}, which is not in 'images'")
+        where += f" on image {image['file_name']} (id {image['id']})"
+        if annotation["category_id"] not in category_ids:
+            raise DataError(f"{path}: {where} has category id {annotation['category_id']}, which is not in 'categories'")
+        problem = _box_problem(annotation["bbox"])
+        if problem:
+            raise DataError(f"{path}: {where} has {problem}")
+        if with_masks and not annotation.get("segmentation"):
+            raise DataError(f"{path}: {where} has no 'segmentation' (masks need polygons or RLE)")
+
+
+def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
+    """The annotation file as a pycocotools COCO object, checked: every problem is one DataError line.
+
+    Annotations without ``area`` get their box's, which is what COCOeval's area ranges need.
+    """
+    content = _read_json(annotation_file)
+    if not content["categories"]:
+        raise _not_coco(annotation_file, "'categories' is empty")
+    _check_entries(annotation_file, content["images"], "image", ("id", "file_name", "width", "height"))
+    _check_entries(annotation_file, content["annotations"], "annotation", ("id", "image_id", "category_id", "bbox"))
+    _check_entries(annotation_file, content["categories"], "category", ("id", "name"))
+    _check_annotations(annotation_file, content, with_masks)
+    for annotation in content["annotations"]:
+        annotation.setdefault("area", float(annotation["bbox"][2] * annotation["bbox"][3]))
+    coco = COCO()
+    coco.dataset = content
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def _check_image_files(image_dir: str, coco: COCO, annotation_file: str) -> None:
+    if not os.path.isdir(image_dir):
+        raise DataError(f"{image_dir}: image folder not found (images of {annotation_file})")
+    present = set(os.listdir(image_dir))
+    missing = [
+        image["file_name"]
+        for image in coco.dataset["images"]
+        if image["file_name"] not in present and not os.path.isfile(os.path.join(image_dir, image["file_name"]))
+    ]
+    if missing:
+        total = len(coco.dataset["images"])
+        raise DataError(
+            f"{image_dir}: {len(missing)} of {total} image files listed in {annotation_file} are missing, e.g. {missing[0]}"
+        )
+
+
+def _trainable(annotation: Dict[str, Any]) -> bool:
+    """MMDetection v1's _parse_ann_info: which annotations become training targets."""
+    _, _, width, height = annotation["bbox"]
+    return not annotation.get("iscrowd", 0) and not annotation.get("ignore", False) and width >= 1 and height >= 1 and annotation["area"] > 0
+
+
+def flip_horizontal(image: torch.Tensor, target: Target) -> Tuple[torch.Tensor, Target]:
+    """Mirror an image (C x H x W) and its boxes and masks together (exclusive boxes flip exactly)."""
+    width = image.shape[-1]
+    target = dict(target)
+    boxes = target["boxes"].clone()
+    boxes[:, 0], boxes[:, 2] = width - target["boxes"][:, 2], width - target["boxes"][:, 0]
+    target["boxes"] = boxes
+    if "masks" in target:
+        target["masks"] = target["masks"].flip(-1)
+    return image.flip(-1), target
+
+
+class CocoDetection(Dataset):
+    """Images of a COCO-format set as ``(image, target)`` for torchvision's detectors.
+
+    ``image`` is float C x H x W in 0..1 at the file's own size (the detector resizes);
+    ``target`` has ``boxes`` (float N x 4, exclusive, pixels), ``labels`` (int64 N, 1..C),
+    ``masks`` (uint8 N x H x W, with ``with_masks``), ``image_id`` (int64 scalar) and
+    ``orig_size`` (int64 ``[height, width]``). Training sets (``train=True``) hold only images
+    with a trainable box and flip each sample with probability ``flip_prob``.
+
+    The flip draws from torch's global generator, which the loader seeds per worker and epoch;
+    :meth:`set_epoch` switches to one generator per sample seeded from (seed, epoch, index), so
+    the augmentation does not depend on the number of workers.
+    """
+
+    def __init__(
+        self,
+        image_dir: str,
+        annotation_file: str,
+        train: bool,
+        with_masks: bool = False,
+        flip_prob: float = 0.5,
+    ) -> None:
+        self.image_dir = image_dir
+        self.annotation_file = annotation_file
+        self.train = train
+        self.with_masks = with_masks
+        self.flip_prob = flip_prob if train else 0.0
+        self.coco = load_coco(annotation_file, with_masks)
+        _check_image_files(image_dir, self.coco, annotation_file)
+        self.category_ids: List[int] = sorted(self.coco.getCatIds())
+        self.classes: List[str] = [self.coco.cats[category_id]["name"] for category_id in self.category_ids]
+        self.label_of_category: Dict[int, int] = {category_id: label for label, category_id in enumerate(self.category_ids, 1)}
+        self.image_ids: List[int] = [image["id"] for image in self.coco.dataset["images"]]
+        if train:
+            self.image_ids = [image_id for image_id in self.image_ids if self._usable_for_training(image_id)]
+            if not self.image_ids:
+                raise DataError(f"{annotation_file}: no image has a box to train on (crowd and sub-pixel boxes do not count)")
+        self.augmentation_seed: Optional[Tuple[int, int]] = None
+
+    def _usable_for_training(self, image_id: int) -> bool:
+        image = self.coco.imgs[image_id]
+        if min(image["width"], image["height"]) < MIN_TRAIN_IMAGE_SIZE:
+            return False
+        return any(_trainable(annotation) for annotation in self.coco.imgToAnns[image_id])
+
+    @property
+    def num_classes(self) -> int:
+        """Object categories, without background."""
+        return len(self.category_ids)
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        """Draw each sample's flip from its own generator seeded by (seed, epoch, index)."""
+        self.augmentation_seed = (seed, epoch)
+
+    def _sample_generator(self, index: int) -> Optional[torch.Generator]:
+        if self.augmentation_seed is None:
+            return None
+        seed, epoch = self.augmentation_seed
+        return torch.Generator().manual_seed(_sample_seed(seed, epoch, index))
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> Union[Tuple[torch.Tensor, Target], UnreadableImage]:
+        image_id = self.image_ids[index]
+        info = self.coco.imgs[image_id]
+        path = os.path.join(self.image_dir, info["file_name"])
+        try:
+            with Image.open(path) as file:
+                image = pil_to_tensor(file.convert("RGB")).float().div_(255)
+        except (OSError, ValueError, SyntaxError):  # what PIL raises for undecodable files
+            return UnreadableImage(path)
+        target = self._target(image_id, info)
+        if self.flip_prob and torch.rand((), generator=self._sample_generator(index)).item() < self.flip_prob:
+            image, target = flip_horizontal(image, target)
+        return image, target
+
+    def _target(self, image_id: int, info: Dict[str, Any]) -> Target:
+        annotations = [annotation for annotation in self.coco.imgToAnns[image_id] if _trainable(annotation)]
+        boxes = torch.tensor([annotation["bbox"] for annotation in annotations], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        target: Target = {
+            "boxes": boxes,
+            "labels": torch.tensor([self.label_of_category[a["category_id"]] for a in annotations], dtype=torch.int64),
+            "image_id": torch.tensor(image_id, dtype=torch.int64),
+            "orig_size": torch.tensor([info["height"], info["width"]], dtype=torch.int64),
+        }
+        if self.with_masks:
+            masks = [self.coco.annToMask(annotation) for annotation in annotations]
+            shape = (len(masks), info["height"], info["width"])
+            target["masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(shape, dtype=torch.uint8)
+        return target
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63)
+
+
+def collate_detection(
+    batch: Sequence[Union[Tuple[torch.Tensor, Target], UnreadableImage]]
+) -> Tuple[List[torch.Tensor], List[Target], List[str]]:
+    """Lists of the readable images and their targets (sizes differ), plus the paths of the
+    unreadable files, as utils.data.collate_readable does for classification."""
+    unreadable = [sample.path for sample in batch if isinstance(sample, UnreadableImage)]
+    readable = [sample for sample in batch if not isinstance(sample, UnreadableImage)]
+    return [image for image, _ in readable], [target for _, target in readable], unreadable
+
+
+def build_coco_loader(
+    dataset: CocoDetection,
+    train: bool,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    context: DistributedContext,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """utils.data.build_loader with :func:`collate_detection`: training shuffles per (seed, epoch)
+    across ranks (call utils.data.start_epoch), evaluation shards in order so that every image
+    is evaluated exactly once."""
+    return build_loader(dataset, train, batch_size, workers, seed, context, pin_memory, collate_fn=collate_detection)
