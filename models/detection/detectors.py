@@ -1,0 +1,183 @@
+"""The paper's COCO detectors on torchvision's models: Faster R-CNN, Mask R-CNN, RetinaNet.
+
+Every detector takes torchvision's detection interface. Object labels are 1..C for all of
+them (0 is never an object): the R-CNNs' class 0 is background, and RetinaNet's class
+channel c is label c + 1, as in MMDetection v1. Builders are registered as
+``{fasterrcnn,maskrcnn,retinanet}_{body}_fpn``.
+"""
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import Tensor
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.ops import boxes as box_ops
+
+from models.eca import KernelSizeSpec
+
+from .backbone import build_resnet_fpn
+from .mmdet_v1 import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    MAX_SIZE,
+    MIN_SIZE,
+    RETINANET_ANCHORS,
+    RPN_ANCHORS,
+    MMDetV1AnchorGenerator,
+    MMDetV1Transform,
+)
+from .registry import register_detector
+
+__all__ = ["MMDetV1RetinaNet", "DETECTORS", "BODIES", "RCNN_NUM_CLASSES", "RETINANET_NUM_CLASSES"]
+
+RCNN_NUM_CLASSES = 81
+"""80 COCO categories and background (label 0)."""
+RETINANET_NUM_CLASSES = 80
+"""80 sigmoid channels, no background."""
+
+DETECTORS = ("fasterrcnn", "maskrcnn", "retinanet")
+
+BODIES: Dict[str, Optional[str]] = {
+    "eca_resnet18": "3577",
+    "eca_resnet34": "3357",
+    "eca_resnet50": "3377",
+    "eca_resnet101": "3357",
+    "resnet50": None,
+    "resnet101": None,
+    "se_resnet50": None,
+}
+"""Backbone body -> default k: the released detectors' (ECA-50: 3377, unlike the ImageNet
+release's 3557; ECA-101: 3357), the ImageNet releases' for 18/34; None: no ECA layers."""
+
+_COMMON_SETTINGS: Dict[str, Any] = {
+    "min_size": MIN_SIZE,
+    "max_size": MAX_SIZE,
+    "image_mean": IMAGE_MEAN,
+    "image_std": IMAGE_STD,
+}
+
+_RCNN_SETTINGS: Dict[str, Any] = {
+    # MMDetection v1's test_cfg: RPN 1000 per level before NMS 0.7 (per level), 1000 after;
+    # RoI head score > 0.05, per-class NMS 0.5, 100 per image. Training: 2000 / 2000.
+    "rpn_pre_nms_top_n_train": 2000,
+    "rpn_post_nms_top_n_train": 2000,
+    "rpn_pre_nms_top_n_test": 1000,
+    "rpn_post_nms_top_n_test": 1000,
+    "rpn_nms_thresh": 0.7,
+    "box_score_thresh": 0.05,
+    "box_nms_thresh": 0.5,
+    "box_detections_per_img": 100,
+}
+
+_RETINANET_SETTINGS: Dict[str, Any] = {
+    "score_thresh": 0.05,
+    "nms_thresh": 0.5,
+    "detections_per_img": 100,
+    "topk_candidates": 1000,
+}
+
+
+class MMDetV1RetinaNet(RetinaNet):
+    """torchvision's RetinaNet with MMDetection v1's label offset and test-time selection.
+
+    Labels are 1..C outside (channel c is label c + 1). At test time each level keeps the
+    ``topk_candidates`` anchors with the highest best-class score, then every class above
+    ``score_thresh`` of those (torchvision keeps the top (anchor, class) pairs instead).
+    """
+
+    def compute_loss(self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor], anchors: List[Tensor]) -> Dict[str, Tensor]:
+        channel_targets = [{**target, "labels": target["labels"] - 1} for target in targets]
+        return super().compute_loss(channel_targets, head_outputs, anchors)
+
+    def postprocess_detections(
+        self,
+        head_outputs: Dict[str, List[Tensor]],
+        anchors: List[List[Tensor]],
+        image_shapes: List[tuple],
+    ) -> List[Dict[str, Tensor]]:
+        detections = []
+        for index, image_shape in enumerate(image_shapes):
+            boxes, scores = [], []
+            for logits, regression, level_anchors in zip(
+                head_outputs["cls_logits"], head_outputs["bbox_regression"], anchors[index]
+            ):
+                level_scores, level_regression = torch.sigmoid(logits[index]), regression[index]
+                if level_scores.shape[0] > self.topk_candidates:
+                    top = level_scores.max(dim=1).values.topk(self.topk_candidates).indices
+                    level_scores, level_regression, level_anchors = level_scores[top], level_regression[top], level_anchors[top]
+                level_boxes = self.box_coder.decode_single(level_regression, level_anchors)
+                boxes.append(box_ops.clip_boxes_to_image(level_boxes, image_shape))
+                scores.append(level_scores)
+            all_scores = torch.cat(scores)
+            anchor_index, channel = torch.nonzero(all_scores > self.score_thresh, as_tuple=True)
+            image_boxes = torch.cat(boxes)[anchor_index]
+            image_scores = all_scores[anchor_index, channel]
+            image_labels = channel + 1
+            keep = box_ops.batched_nms(image_boxes, image_scores, image_labels, self.nms_thresh)[: self.detections_per_img]
+            detections.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": image_labels[keep]})
+        return detections
+
+
+def _check_arguments(name: str, body: str, k_size: Optional[KernelSizeSpec], num_classes: int, minimum: int, pretrained: bool) -> None:
+    if pretrained:
+        raise ValueError(
+            f"{name}(pretrained=True): weights are never downloaded; load a file with "
+            "utils.detection_checkpoint.load_detector (a detector) or load_backbone_weights (an ImageNet checkpoint)"
+        )
+    if k_size is not None and BODIES[body] is None:
+        raise ValueError(f"{name}: {body} has no ECA layers, so k_size does not apply")
+    if num_classes < minimum:
+        raise ValueError(f"{name}: num_classes must be at least {minimum}, got {num_classes}")
+
+
+def _build(
+    detector: str, body: str, k_size: Optional[KernelSizeSpec], num_classes: Optional[int], pretrained: bool, detector_kwargs: Dict[str, Any]
+) -> torch.nn.Module:
+    name = f"{detector}_{body}_fpn"
+    if pretrained:
+        raise ValueError(
+            f"{name}(pretrained=True): weights are never downloaded; load a file with "
+            "utils.detection_checkpoint.load_detector (a detector) or load_backbone_weights (an ImageNet checkpoint)"
+        )
+    if k_size is not None and BODIES[body] is None:
+        raise ValueError(f"{name}: {body} has no ECA layers, so k_size does not apply")
+    retinanet = detector == "retinanet"
+    if num_classes is None:
+        num_classes = RETINANET_NUM_CLASSES if retinanet else RCNN_NUM_CLASSES
+    minimum = 1 if retinanet else 2
+    if num_classes < minimum:
+        raise ValueError(f"{name}: num_classes must be at least {minimum}, got {num_classes}")
+    backbone = build_resnet_fpn(body, BODIES[body] if k_size is None else k_size, retinanet_levels=retinanet)
+    if retinanet:
+        settings = {**_COMMON_SETTINGS, **_RETINANET_SETTINGS, **detector_kwargs}
+        settings.setdefault("anchor_generator", MMDetV1AnchorGenerator(**RETINANET_ANCHORS))
+        model = MMDetV1RetinaNet(backbone, num_classes=num_classes, **settings)
+    else:
+        settings = {**_COMMON_SETTINGS, **_RCNN_SETTINGS, **detector_kwargs}
+        settings.setdefault("rpn_anchor_generator", MMDetV1AnchorGenerator(**RPN_ANCHORS))
+        model = (MaskRCNN if detector == "maskrcnn" else FasterRCNN)(backbone, num_classes=num_classes, **settings)
+    model.transform = MMDetV1Transform.replacing(model.transform)
+    return model
+
+
+def _make_builder(detector: str, body: str) -> Callable[..., torch.nn.Module]:
+    def builder(
+        k_size: Optional[KernelSizeSpec] = None,
+        num_classes: Optional[int] = None,
+        pretrained: bool = False,
+        **detector_kwargs: Any,
+    ) -> torch.nn.Module:
+        return _build(detector, body, k_size, num_classes, pretrained, detector_kwargs)
+
+    builder.__name__ = builder.__qualname__ = f"{detector}_{body}_fpn"
+    default_k = f"; k_size defaults to {BODIES[body]}" if BODIES[body] else ""
+    classes = "80 classes" if detector == "retinanet" else "81 classes with background"
+    builder.__doc__ = f"{_TITLES[detector]} over {body} with an FPN, as MMDetection v1's ({classes}{default_k})."
+    return builder
+
+
+_TITLES = {"fasterrcnn": "Faster R-CNN", "maskrcnn": "Mask R-CNN", "retinanet": "RetinaNet"}
+
+for _detector in DETECTORS:
+    for _body in BODIES:
+        register_detector(f"{_detector}_{_body}_fpn", _make_builder(_detector, _body))

@@ -1,0 +1,167 @@
+"""MMDetection v1's conventions, where torchvision's differ and the released weights depend on them.
+
+MMDetection v1 boxes are inclusive (a box from x1 to x2 is ``x2 - x1 + 1`` pixels wide).
+Written as ``(x1, y1, x2 + 1, y2 + 1)`` they are torchvision's exclusive boxes, and then
+torchvision's BoxCoder, IoU, NMS and ``roi_align(aligned=False)`` compute exactly what
+MMDetection v1's did. So the inclusive details live here, at the two places where they do
+not cancel out: the anchors (whose rounded corners are inclusive) and the resizing of boxes
+between the input image and the network's (v1 scales inclusive corners by one scale factor).
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+__all__ = [
+    "IMAGE_MEAN",
+    "IMAGE_STD",
+    "MIN_SIZE",
+    "MAX_SIZE",
+    "RPN_ANCHORS",
+    "RETINANET_ANCHORS",
+    "mmdet_v1_base_anchors",
+    "inclusive_to_exclusive",
+    "MMDetV1AnchorGenerator",
+    "MMDetV1Transform",
+]
+
+IMAGE_MEAN = [123.675 / 255, 116.28 / 255, 103.53 / 255]
+IMAGE_STD = [58.395 / 255, 57.12 / 255, 57.375 / 255]
+"""MMDetection v1's normalisation of 0..255 RGB, for torchvision's 0..1 images."""
+
+MIN_SIZE, MAX_SIZE = 800, 1333
+"""Images are resized to fit 1333 x 800, keeping their aspect ratio."""
+
+RPN_ANCHORS = {"strides": (4, 8, 16, 32, 64), "scales": (8.0,), "ratios": (0.5, 1.0, 2.0)}
+RETINANET_ANCHORS = {
+    "strides": (8, 16, 32, 64, 128),
+    "scales": tuple(4.0 * 2.0 ** (i / 3) for i in range(3)),  # octave base scale 4, 3 scales per octave
+    "ratios": (0.5, 1.0, 2.0),
+}
+
+
+def mmdet_v1_base_anchors(stride: int, scales: Sequence[float], ratios: Sequence[float]) -> Tensor:
+    """The anchors of one cell as MMDetection v1 made them: inclusive corners, float32, rounded.
+
+    Base size = stride, centre (stride - 1) / 2, width stride * scale / sqrt(ratio) and height
+    stride * scale * sqrt(ratio) (ratio = h / w), ratio-major then scale.
+    """
+    size = float(stride)
+    centre = 0.5 * (size - 1)
+    h_ratios = torch.sqrt(torch.tensor(ratios, dtype=torch.float32))
+    w_ratios = 1 / h_ratios
+    scales_t = torch.tensor(scales, dtype=torch.float32)
+    widths = (size * w_ratios[:, None] * scales_t[None, :]).view(-1)
+    heights = (size * h_ratios[:, None] * scales_t[None, :]).view(-1)
+    return torch.stack(
+        [centre - 0.5 * (widths - 1), centre - 0.5 * (heights - 1), centre + 0.5 * (widths - 1), centre + 0.5 * (heights - 1)],
+        dim=-1,
+    ).round()
+
+
+def inclusive_to_exclusive(boxes: Tensor) -> Tensor:
+    """MMDetection v1's (x1, y1, x2, y2) as torchvision's: x2 and y2 one further."""
+    return boxes + boxes.new_tensor([0, 0, 1, 1])
+
+
+class MMDetV1AnchorGenerator(AnchorGenerator):
+    """torchvision's anchor generator with MMDetection v1's base anchors and fixed strides.
+
+    The grid order is already v1's (row by row, the cell's anchors innermost). The strides
+    are the configured ones: torchvision derives them as padded image size // feature size,
+    which is wrong wherever the stride-2 convolutions round a size up (P6/P7 of RetinaNet).
+    """
+
+    def __init__(self, strides: Sequence[int], scales: Sequence[float], ratios: Sequence[float]) -> None:
+        super().__init__(
+            sizes=tuple(tuple(stride * scale for scale in scales) for stride in strides),
+            aspect_ratios=(tuple(ratios),) * len(strides),
+        )
+        self.strides = tuple(int(stride) for stride in strides)
+        self.cell_anchors = [inclusive_to_exclusive(mmdet_v1_base_anchors(s, scales, ratios)) for s in self.strides]
+
+    def forward(self, image_list: ImageList, feature_maps: List[Tensor]) -> List[Tensor]:
+        if len(feature_maps) != len(self.strides):
+            raise ValueError(f"{len(feature_maps)} feature maps for anchors of {len(self.strides)} strides")
+        grid_sizes = [list(feature_map.shape[-2:]) for feature_map in feature_maps]
+        device = feature_maps[0].device
+        strides = [[torch.tensor(stride, dtype=torch.int64, device=device)] * 2 for stride in self.strides]
+        self.set_cell_anchors(feature_maps[0].dtype, device)
+        anchors = torch.cat(self.grid_anchors(grid_sizes, strides))
+        return [anchors for _ in image_list.image_sizes]
+
+
+class MMDetV1Transform(GeneralizedRCNNTransform):
+    """Normalise, resize and pad as MMDetection v1 did.
+
+    The resized size is ``int(side * scale + 0.5)`` with one scale factor for both axes
+    (torchvision floors ``side * scale``); boxes are scaled as v1's inclusive corners
+    (``x1 * s``, ``(x2 - 1) * s + 1`` in exclusive terms) and detections go back to the
+    input image by dividing those by the same scale. Padding: bottom-right, to a multiple
+    of ``size_divisible`` (32), as torchvision does.
+    """
+
+    @classmethod
+    def replacing(cls, transform: GeneralizedRCNNTransform) -> "MMDetV1Transform":
+        """This transform with the settings of ``transform`` (min/max size, mean, std, padding)."""
+        return cls(
+            transform.min_size,
+            transform.max_size,
+            transform.image_mean,
+            transform.image_std,
+            transform.size_divisible,
+            transform.fixed_size,
+        )
+
+    def scale_factor(self, height: int, width: int, short_side: Optional[int] = None) -> float:
+        """v1's ``mmcv.imrescale`` factor: fit the short side to ``short_side`` and the long one to ``max_size``."""
+        short_side = self.min_size[-1] if short_side is None else short_side
+        return min(short_side / min(height, width), self.max_size / max(height, width))
+
+    def resize(self, image: Tensor, target: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Dict[str, Tensor]]]:
+        if self.fixed_size is not None:
+            return super().resize(image, target)
+        height, width = image.shape[-2:]
+        short_side = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+        scale = self.scale_factor(height, width, short_side)
+        size = [int(height * scale + 0.5), int(width * scale + 0.5)]
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+        if target is None:
+            return image, target
+        target = dict(target)
+        target["boxes"] = _scale_inclusive(target["boxes"], scale)
+        if "masks" in target:
+            masks = target["masks"]
+            target["masks"] = F.interpolate(masks[:, None].float(), size=size)[:, 0].to(masks.dtype)
+        return image, target
+
+    def postprocess(
+        self,
+        result: List[Dict[str, Tensor]],
+        image_shapes: List[Tuple[int, int]],
+        original_image_sizes: List[Tuple[int, int]],
+    ) -> List[Dict[str, Tensor]]:
+        if self.training:
+            return result
+        if self.fixed_size is not None:
+            return super().postprocess(result, image_shapes, original_image_sizes)
+        for prediction, original_size in zip(result, original_image_sizes):
+            scale = self.scale_factor(*original_size)
+            prediction["boxes"] = _scale_inclusive(prediction["boxes"], 1 / scale)
+            if "masks" in prediction:
+                prediction["masks"] = paste_masks_in_image(prediction["masks"], prediction["boxes"], original_size)
+        return result
+
+
+def _scale_inclusive(boxes: Tensor, scale: float) -> Tensor:
+    """Exclusive boxes scaled as MMDetection v1 scaled their inclusive corners."""
+    if boxes.numel() == 0:
+        return boxes
+    x1, y1, x2, y2 = boxes.unbind(1)
+    return torch.stack((x1 * scale, y1 * scale, (x2 - 1) * scale + 1, (y2 - 1) * scale + 1), dim=1)
