@@ -1,7 +1,6 @@
 """COCO-format data for the detectors: conventions, the flip, the collate, every bad input's one
 line, and the demo's generated set. Real JPEGs and annotation files in a temporary directory."""
 
-import copy
 import filecmp
 import json
 import subprocess
@@ -12,69 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 
+from coco_sets import HEIGHT, WIDTH, coco_annotations, rectangle, write_coco_set
 from utils.coco import CocoDetection, build_coco_loader, collate_detection, coco_split_paths, flip_horizontal
 from utils.data import DataError, start_epoch
 from utils.distributed import DistributedContext
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# category ids deliberately unsorted and with gaps: label L is the L-th id in sorted order
-CATEGORIES = [{"id": 11, "name": "kite"}, {"id": 3, "name": "car"}, {"id": 7, "name": "dog"}]
-WIDTH, HEIGHT = 64, 48
-
-
-def _rle(mask: np.ndarray, compressed: bool = True) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask))
-    if compressed:
-        return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-    flat = mask.flatten(order="F")  # uncompressed RLE: run lengths in column-major order, starting with 0s
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat[0]:
-        counts = [0] + counts
-    return {"size": [mask.shape[0], mask.shape[1]], "counts": counts}
-
-
-def _rectangle(x: int, y: int, w: int, h: int) -> np.ndarray:
-    mask = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
-    mask[y : y + h, x : x + w] = 1
-    return mask
-
-
-def _annotations() -> list:
-    return [
-        # image 1: a polygon (car), a compressed RLE (dog), a crowd region (kite, left out of targets)
-        {"id": 1, "image_id": 1, "category_id": 3, "bbox": [4, 6, 20, 10], "area": 200, "iscrowd": 0,
-         "segmentation": [[4, 6, 24, 6, 24, 16, 4, 16]]},
-        {"id": 2, "image_id": 1, "category_id": 7, "bbox": [30, 20, 12, 18], "area": 216, "iscrowd": 0,
-         "segmentation": _rle(_rectangle(30, 20, 12, 18))},
-        {"id": 3, "image_id": 1, "category_id": 11, "bbox": [0, 0, 64, 48], "area": 3072, "iscrowd": 1,
-         "segmentation": _rle(_rectangle(0, 0, 64, 48), compressed=False)},
-        # image 2: an uncompressed RLE (kite)
-        {"id": 4, "image_id": 2, "category_id": 11, "bbox": [10, 5, 8, 30], "area": 240, "iscrowd": 0,
-         "segmentation": _rle(_rectangle(10, 5, 8, 30), compressed=False)},
-        # image 3 has no annotation: evaluated, not trained on
-    ]
-
-
-def write_coco_set(root: Path, annotations=None, images=3) -> tuple:
-    """JPEGs and an annotation file: (image folder, annotation file)."""
-    image_dir = root / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    generator = np.random.default_rng(0)
-    entries = []
-    for image_id in range(1, images + 1):
-        name = f"{image_id:012d}.jpg"
-        pixels = generator.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(image_dir / name, quality=95)
-        entries.append({"id": image_id, "file_name": name, "width": WIDTH, "height": HEIGHT})
-    annotation_file = root / "instances.json"
-    content = {"images": entries, "annotations": _annotations() if annotations is None else annotations, "categories": CATEGORIES}
-    annotation_file.write_text(json.dumps(content))
-    return str(image_dir), str(annotation_file)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +43,7 @@ def test_targets_follow_the_conventions(coco_set):
     assert target["image_id"].item() == 1 and target["orig_size"].tolist() == [HEIGHT, WIDTH]
     masks = target["masks"]
     assert masks.dtype == torch.uint8 and masks.shape == (2, HEIGHT, WIDTH)
-    assert torch.equal(masks[1], torch.from_numpy(_rectangle(30, 20, 12, 18)))  # from RLE
+    assert torch.equal(masks[1], torch.from_numpy(rectangle(30, 20, 12, 18)))  # from RLE
     assert masks[0].sum() > 0.9 * 200 and masks[0][7:15, 5:23].all()  # from the polygon
     # a mask's extent is its box, in the exclusive convention
     for box, mask in zip(target["boxes"], masks):
@@ -108,7 +51,7 @@ def test_targets_follow_the_conventions(coco_set):
         assert abs(xs.min() - box[0]) <= 1 and abs(xs.max() + 1 - box[2]) <= 1 and abs(ys.max() + 1 - box[3]) <= 1
 
     _, target = dataset[1]
-    assert torch.equal(target["masks"][0], torch.from_numpy(_rectangle(10, 5, 8, 30)))  # from uncompressed RLE
+    assert torch.equal(target["masks"][0], torch.from_numpy(rectangle(10, 5, 8, 30)))  # from uncompressed RLE
     assert target["labels"].tolist() == [3]
     _, target = dataset[2]
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,) and target["masks"].shape == (0, HEIGHT, WIDTH)
@@ -118,7 +61,7 @@ def test_targets_follow_the_conventions(coco_set):
 
 
 def test_training_set_leaves_out_what_mmdetection_v1_did(tmp_path):
-    annotations = _annotations() + [
+    annotations = coco_annotations() + [
         # image 3 gets only a crowd region and a sub-pixel box: nothing to train on
         {"id": 5, "image_id": 3, "category_id": 3, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 1, "segmentation": [[1, 1, 6, 1, 6, 6]]},
         {"id": 6, "image_id": 3, "category_id": 3, "bbox": [1, 1, 0.5, 5], "area": 2.5, "iscrowd": 0, "segmentation": [[1, 1, 1.5, 1, 1.5, 6]]},
@@ -145,18 +88,23 @@ def test_flip_moves_image_boxes_and_masks_together(coco_set):
     assert torch.equal(twice[0], image) and torch.equal(twice[1]["boxes"], target["boxes"])
 
 
-def test_flip_is_seeded_per_sample_and_epoch(coco_set):
-    image_dir, annotation_file = coco_set
+def test_training_loader_flips_per_sample_seed_and_epoch(tmp_path):
+    image_dir, annotation_file = write_coco_set(tmp_path, images=8, annotations=[
+        {"id": i, "image_id": i, "category_id": 3, "bbox": [4, 6, 20, 10], "area": 200, "iscrowd": 0} for i in range(1, 9)
+    ])
     dataset = CocoDetection(image_dir, annotation_file, train=True)
-    unflipped = CocoDetection(image_dir, annotation_file, train=True, flip_prob=0.0)
 
-    def flips(seed, epoch):
-        dataset.set_epoch(seed, epoch)
-        return tuple(not torch.equal(dataset[i][0], unflipped[i][0]) for i in range(len(dataset)))
+    def flips(epoch, workers):
+        loader = build_coco_loader(dataset, True, 3, workers, seed=5, context=DistributedContext())
+        start_epoch(loader, epoch)
+        torch.manual_seed(epoch * 100 + workers)  # the training's own random numbers must not matter
+        return {t["image_id"].item(): t["boxes"][0, 0].item() == WIDTH - 24 for _, targets, _ in loader for t in targets}
 
-    decisions = {(seed, epoch): flips(seed, epoch) for seed in (0, 1) for epoch in range(6)}
-    assert decisions == {key: flips(*key) for key in decisions}  # the same every time asked
-    assert len(set(decisions.values())) > 1  # and not the same for every epoch
+    per_epoch = [flips(epoch, 0) for epoch in range(3)]
+    assert all(len(decisions) == 8 for decisions in per_epoch)
+    assert flips(1, 0) == per_epoch[1] and flips(1, 2) == per_epoch[1]  # the same whoever loads the samples
+    assert per_epoch[0] != per_epoch[1] or per_epoch[1] != per_epoch[2]
+    assert 0 < sum(sum(decisions.values()) for decisions in per_epoch) < 24
 
 
 def test_collate_and_loader_pass_unreadable_files_through(tmp_path):

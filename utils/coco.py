@@ -183,11 +183,8 @@ class CocoDetection(Dataset):
     ``target`` has ``boxes`` (float N x 4, exclusive, pixels), ``labels`` (int64 N, 1..C),
     ``masks`` (uint8 N x H x W, with ``with_masks``), ``image_id`` (int64 scalar) and
     ``orig_size`` (int64 ``[height, width]``). Training sets (``train=True``) hold only images
-    with a trainable box and flip each sample with probability ``flip_prob``.
-
-    The flip draws from torch's global generator, which the loader seeds per worker and epoch;
-    :meth:`set_epoch` switches to one generator per sample seeded from (seed, epoch, index), so
-    the augmentation does not depend on the number of workers.
+    with a trainable box and flip each sample with probability ``flip_prob``, drawn from torch's
+    generator, which utils.data's training loader seeds per sample from (seed, epoch, index).
     """
 
     def __init__(
@@ -213,7 +210,6 @@ class CocoDetection(Dataset):
             self.image_ids = [image_id for image_id in self.image_ids if self._usable_for_training(image_id)]
             if not self.image_ids:
                 raise DataError(f"{annotation_file}: no image has a box to train on (crowd and sub-pixel boxes do not count)")
-        self.augmentation_seed: Optional[Tuple[int, int]] = None
 
     def _usable_for_training(self, image_id: int) -> bool:
         image = self.coco.imgs[image_id]
@@ -225,16 +221,6 @@ class CocoDetection(Dataset):
     def num_classes(self) -> int:
         """Object categories, without background."""
         return len(self.category_ids)
-
-    def set_epoch(self, seed: int, epoch: int) -> None:
-        """Draw each sample's flip from its own generator seeded by (seed, epoch, index)."""
-        self.augmentation_seed = (seed, epoch)
-
-    def _sample_generator(self, index: int) -> Optional[torch.Generator]:
-        if self.augmentation_seed is None:
-            return None
-        seed, epoch = self.augmentation_seed
-        return torch.Generator().manual_seed(_sample_seed(seed, epoch, index))
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -249,7 +235,7 @@ class CocoDetection(Dataset):
         except (OSError, ValueError, SyntaxError):  # what PIL raises for undecodable files
             return UnreadableImage(path)
         target = self._target(image_id, info)
-        if self.flip_prob and torch.rand((), generator=self._sample_generator(index)).item() < self.flip_prob:
+        if self.flip_prob and torch.rand(()).item() < self.flip_prob:
             image, target = flip_horizontal(image, target)
         return image, target
 
@@ -268,10 +254,6 @@ class CocoDetection(Dataset):
             shape = (len(masks), info["height"], info["width"])
             target["masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(shape, dtype=torch.uint8)
         return target
-
-
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63)
 
 
 def collate_detection(
