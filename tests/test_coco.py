@@ -14,7 +14,7 @@ from PIL import Image
 
 from coco_sets import HEIGHT, WIDTH, coco_annotations, rectangle, write_coco_set
 from utils.coco import CocoDetection, build_coco_loader, collate_detection, coco_split_paths, flip_horizontal
-from utils.data import DataError, start_epoch
+from utils.data import DataError, UnreadableImage, start_epoch
 from utils.distributed import DistributedContext
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,11 +170,34 @@ def test_bad_annotation_files_are_one_line(tmp_path):
         (lambda c: c["images"][2].pop("file_name"), "not a COCO annotation file (image entry #2 has no 'file_name')"),
         (lambda c: c["annotations"][0].pop("segmentation"), "annotation 1 on image 000000000001.jpg (id 1) has no 'segmentation'"),
         (lambda c: c["annotations"].__setitem__(slice(None), [c["annotations"][2]]), "no image has a box to train on"),
+        (lambda c: c["annotations"][1]["segmentation"].__setitem__("size", [48, 63]),
+         "annotation 2 on image 000000000001.jpg (id 1) has an RLE mask of size [48, 63] where the image is [48, 64] (height, width)"),
+        (lambda c: c["annotations"][0].__setitem__("segmentation", [[4, 6, "x", 6, 24, 16]]), "has a malformed polygon"),
+        (lambda c: c["annotations"][0].__setitem__("segmentation", {"counts": "abc"}), "has a malformed segmentation"),
     ]:
         Path(annotation_file).write_text(original)
         _rewrite(annotation_file, change)
         message = _one_line_error(image_dir, annotation_file, with_masks=True)
         assert message.startswith(f"{annotation_file}: ") and expected in message, message
+
+
+def test_polygons_under_three_points_are_dropped_or_become_the_box(tmp_path):
+    annotations = coco_annotations()
+    annotations[0]["segmentation"] = [[4, 6, 24, 6], [4, 6, 24, 6, 24, 16]]  # a 2-point part pycocotools would read as a box
+    annotations[3]["segmentation"] = [[10, 5, 18, 35]]
+    image_dir, annotation_file = write_coco_set(tmp_path, annotations)
+    with pytest.warns(UserWarning, match=r"1 annotations have no polygon of 3 or more points, e.g. annotation 4; their masks are their boxes$"):
+        dataset = CocoDetection(image_dir, annotation_file, train=False, with_masks=True)
+    car = dataset[0][1]["masks"][0]
+    assert 0 < car.sum() < 200 and car[15, 5] == 0 and car[7, 22] == 1  # the triangle, not the 20 x 10 box
+    assert torch.equal(dataset[1][1]["masks"][0], torch.from_numpy(rectangle(10, 5, 8, 30)))
+
+
+def test_an_image_of_another_size_than_annotated_is_unreadable(tmp_path):
+    image_dir, annotation_file = write_coco_set(tmp_path)
+    Image.new("RGB", (WIDTH + 1, HEIGHT)).save(Path(image_dir) / "000000000002.jpg")
+    dataset = CocoDetection(image_dir, annotation_file, train=False, with_masks=True)
+    assert dataset[1] == UnreadableImage(str(Path(image_dir) / "000000000002.jpg"))
 
 
 def test_missing_image_files_are_counted_up_front(tmp_path):

@@ -15,7 +15,8 @@ Conventions (shared with models/detection and utils/coco_eval.py):
 Problems with the files are :class:`utils.data.DataError` with one line naming the file, found
 before training starts where they can be: a missing or non-COCO annotation file, missing image
 files, an empty or inverted box. An image file that cannot be decoded at run time comes back
-as :class:`utils.data.UnreadableImage`, for ``--bad-images skip|error`` as in classification.
+as :class:`utils.data.UnreadableImage`, for ``--bad-images skip|error`` as in classification;
+so does one whose size is not the one its annotations were made for.
 """
 
 import contextlib
@@ -23,6 +24,7 @@ import io
 import json
 import math
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -117,14 +119,43 @@ def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> 
         problem = _box_problem(annotation["bbox"])
         if problem:
             raise DataError(f"{path}: {where} has {problem}")
-        if with_masks and not annotation.get("segmentation"):
-            raise DataError(f"{path}: {where} has no 'segmentation' (masks need polygons or RLE)")
+        if with_masks:
+            problem = _segmentation_problem(annotation, image)
+            if problem:
+                raise DataError(f"{path}: {where} has {problem}")
+
+
+def _segmentation_problem(annotation: Dict[str, Any], image: Dict[str, Any]) -> Optional[str]:
+    """Why an annotation's mask cannot be decoded at its image's size, or None.
+
+    Polygon parts of fewer than three points, which pycocotools would misread as boxes or fail
+    on, are dropped; an annotation left without any gets its box as its polygon (and a warning).
+    """
+    segmentation = annotation.get("segmentation")
+    if not segmentation:
+        return "no 'segmentation' (masks need polygons or RLE)"
+    if isinstance(segmentation, list):
+        if not all(isinstance(part, list) and all(isinstance(v, (int, float)) for v in part) for part in segmentation):
+            return "a malformed polygon (expected a list of [x1, y1, x2, y2, ...] lists)"
+        polygons = [part for part in segmentation if len(part) >= 6 and len(part) % 2 == 0]
+        if not polygons:
+            x, y, w, h = annotation["bbox"]
+            polygons = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+            annotation["polygon_from_box"] = True
+        annotation["segmentation"] = polygons
+        return None
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        return "a malformed segmentation (neither polygons nor RLE with 'size' and 'counts')"
+    if list(segmentation["size"]) != [image["height"], image["width"]]:
+        return f"an RLE mask of size {list(segmentation['size'])} where the image is {[image['height'], image['width']]} (height, width)"
+    return None
 
 
 def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     """The annotation file as a pycocotools COCO object, checked: every problem is one DataError line.
 
     Annotations without ``area`` get their box's, which is what COCOeval's area ranges need.
+    ``with_masks`` also checks every segmentation (see :func:`_segmentation_problem`).
     """
     content = _read_json(annotation_file)
     if not content["categories"]:
@@ -135,6 +166,12 @@ def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     _check_annotations(annotation_file, content, with_masks)
     for annotation in content["annotations"]:
         annotation.setdefault("area", float(annotation["bbox"][2] * annotation["bbox"][3]))
+    boxed = [annotation["id"] for annotation in content["annotations"] if annotation.pop("polygon_from_box", False)]
+    if boxed:
+        warnings.warn(
+            f"{annotation_file}: {len(boxed)} annotations have no polygon of 3 or more points, e.g. annotation {boxed[0]}; "
+            "their masks are their boxes"
+        )
     coco = COCO()
     coco.dataset = content
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -231,6 +268,8 @@ class CocoDetection(Dataset):
         path = os.path.join(self.image_dir, info["file_name"])
         try:
             with Image.open(path) as file:
+                if file.size != (info["width"], info["height"]):  # its boxes and masks would not fit it
+                    return UnreadableImage(path)
                 image = pil_to_tensor(file.convert("RGB")).float().div_(255)
         except (OSError, ValueError, SyntaxError):  # what PIL raises for undecodable files
             return UnreadableImage(path)
