@@ -39,7 +39,7 @@ def _ground_truth_as_outputs(dataset):
 
 def _evaluate(dataset, outputs, run_ids, **kwargs):
     lines = []
-    results = detections_to_results(run_ids, outputs, dataset.category_ids)
+    results = detections_to_results(zip(run_ids, outputs), dataset.category_ids)
     stats = evaluate_coco(dataset.coco, results, ("bbox", "segm"), log=lines.append, **kwargs)
     return stats, lines
 
@@ -79,11 +79,11 @@ def test_a_wrong_box_or_label_scores_less(dataset):
     assert lines[-2].startswith(" * bbox AP ") and lines[-1].startswith(" * segm AP ")
 
 
-def test_masks_are_thresholded_above_one_half(dataset):
+def test_masks_are_thresholded_above_one_half(dataset):  # and labels may come back as floats
     probabilities = torch.full((1, 1, 48, 64), 0.5)
     probabilities[0, 0, 10:20, 5:9] = 0.51
-    output = {"boxes": torch.tensor([[5.0, 10.0, 9.0, 20.0]]), "labels": torch.tensor([2]), "scores": torch.tensor([0.9]), "masks": probabilities}
-    (record,) = detections_to_results([1], [output], dataset.category_ids)
+    output = {"boxes": torch.tensor([[5.0, 10.0, 9.0, 20.0]]), "labels": torch.tensor([2.0]), "scores": torch.tensor([0.9]), "masks": probabilities}
+    (record,) = detections_to_results([(1, output)], dataset.category_ids)
     assert mask_utils.area(record["segmentation"]) == 40
     assert record["bbox"] == [5.0, 10.0, 4.0, 10.0] and record["category_id"] == 7
 

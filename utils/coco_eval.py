@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,19 +32,21 @@ STAT_COUNT = 12  # COCOeval.summarize's AP / AR figures
 
 
 def detections_to_results(
-    image_ids: Sequence[int], outputs: Sequence[Dict[str, torch.Tensor]], category_ids: Sequence[int]
+    detections: Iterable[Tuple[int, Dict[str, torch.Tensor]]], category_ids: Sequence[int]
 ) -> List[Result]:
-    """COCO result records of one batch, in the outputs' order (score order within an image).
+    """COCO result records of ``(image_id, output)`` pairs, in the outputs' order (score order
+    within an image). ``functools.partial(detections_to_results, category_ids=...)`` is the
+    per-batch converter of utils.detection_engine.predict_dataset.
 
     A label outside 1..len(category_ids) (a model trained on other classes) gets
     ``category_id`` None; :func:`evaluate_coco` leaves those out and says so.
     """
     results: List[Result] = []
-    for image_id, output in zip(image_ids, outputs):
+    for image_id, output in detections:
         boxes = output["boxes"].detach().float().cpu()
         boxes = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)  # not in place: the caller's tensor
         scores = output["scores"].detach().float().cpu().tolist()
-        labels = output["labels"].detach().cpu().tolist()
+        labels = output["labels"].detach().cpu().long().tolist()
         segmentations: List[Optional[Dict[str, Any]]] = [None] * len(labels)
         if "masks" in output and len(labels):
             binary = (output["masks"].detach()[:, 0] > MASK_THRESHOLD).cpu().numpy().astype(np.uint8)
