@@ -2,8 +2,8 @@
 
 ``ROOT/train2017/*.jpg``, ``ROOT/val2017/*.jpg`` and ``ROOT/annotations/instances_{train,val}2017.json``.
 Each image holds one to six objects of five shape classes, each with a random colour, size,
-position and rotation on a background of the opposite brightness; objects may overlap a little
-(their boxes and masks are the whole shape, as if nothing covered it). Masks are the exact
+position and rotation on a background of the opposite brightness; objects may overlap, at most
+30% of the smaller one's box (boxes and masks are the whole shape, as if nothing covered it). Masks are the exact
 polygons that were drawn. The shapes are those of the classification demo
 (scripts/make_demo_data.py). Everything is a pure function of --seed; val2017/ uses seeds
 disjoint from train2017/, so it is a genuinely held-out split.
@@ -25,7 +25,7 @@ from make_demo_data import SHAPES, Point, _polygon, _regular  # noqa: E402  (the
 CLASSES = ("circle", "cross", "square", "star", "triangle")
 OUTLINES: Dict[str, List[Point]] = {**{name: SHAPES[name] for name in CLASSES if name in SHAPES}, "circle": _regular(32, 0.85)}
 SUPERSAMPLE = 4  # drawn at 4x and downsampled, so edges are antialiased; -0.5 puts PIL's pixel centres where COCO's are
-MAX_BOX_IOU = 0.2  # how much two objects' boxes may overlap
+MAX_OVERLAP = 0.3  # of the smaller of two boxes, at most this much may lie inside the other
 
 
 def _bounds(polygon: Sequence[Point]) -> Tuple[float, float, float, float]:
@@ -33,12 +33,11 @@ def _bounds(polygon: Sequence[Point]) -> Tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _iou(a: Tuple[float, ...], b: Tuple[float, ...]) -> float:
+def _overlap(a: Tuple[float, ...], b: Tuple[float, ...]) -> float:
+    """Intersection over the smaller box: how much of one object another may hide."""
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
+    return width * height / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
 def _contrasting(rng: random.Random, background: Tuple[int, int, int]) -> Tuple[int, int, int]:
@@ -66,7 +65,7 @@ def render(seed: int, width: int, height: int) -> Tuple[Image.Image, List[Tuple[
         centre = (rng.uniform(scale, width - scale), rng.uniform(scale, height - scale))
         polygon = _polygon(OUTLINES[name], rng.uniform(0, 2 * math.pi), scale, centre)
         box = _bounds(polygon)
-        if any(_iou(box, other) > MAX_BOX_IOU for other in boxes):
+        if any(_overlap(box, other) > MAX_OVERLAP for other in boxes):
             continue
         draw.polygon([(x * SUPERSAMPLE - 0.5, y * SUPERSAMPLE - 0.5) for x, y in polygon], fill=_contrasting(rng, background))
         objects.append((name, polygon))
