@@ -172,7 +172,7 @@ def test_bad_annotation_files_are_one_line(tmp_path):
         (lambda c: c["annotations"].__setitem__(slice(None), [c["annotations"][2]]), "no image has a box to train on"),
         (lambda c: c["annotations"][1]["segmentation"].__setitem__("size", [48, 63]),
          "annotation 2 on image 000000000001.jpg (id 1) has an RLE mask of size [48, 63] where the image is [48, 64] (height, width)"),
-        (lambda c: c["annotations"][0].__setitem__("segmentation", [[4, 6, "x", 6, 24, 16]]), "has a malformed polygon"),
+        (lambda c: c["annotations"][0].__setitem__("segmentation", [4, 6, 24, 6, 24, 16]), "has a malformed polygon"),
         (lambda c: c["annotations"][0].__setitem__("segmentation", {"counts": "abc"}), "has a malformed segmentation"),
     ]:
         Path(annotation_file).write_text(original)

@@ -135,7 +135,7 @@ def _segmentation_problem(annotation: Dict[str, Any], image: Dict[str, Any]) -> 
     if not segmentation:
         return "no 'segmentation' (masks need polygons or RLE)"
     if isinstance(segmentation, list):
-        if not all(isinstance(part, list) and all(isinstance(v, (int, float)) for v in part) for part in segmentation):
+        if not all(isinstance(part, list) for part in segmentation):
             return "a malformed polygon (expected a list of [x1, y1, x2, y2, ...] lists)"
         polygons = [part for part in segmentation if len(part) >= 6 and len(part) % 2 == 0]
         if not polygons:
