@@ -105,9 +105,12 @@ def _box_problem(box: Any) -> Optional[str]:
     return None
 
 
-def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> None:
+def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> List[int]:
+    """Raise on the first unusable annotation; with masks, also mend short polygons and return
+    the ids of the annotations whose mask had to become their box."""
     images = {image["id"]: image for image in content["images"]}
     category_ids = {category["id"] for category in content["categories"]}
+    boxed: List[int] = []
     for annotation in content["annotations"]:
         where = f"annotation {annotation['id']}"
         image = images.get(annotation["image_id"])
@@ -120,29 +123,21 @@ def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> 
         if problem:
             raise DataError(f"{path}: {where} has {problem}")
         if with_masks:
-            problem = _segmentation_problem(annotation, image)
+            problem = _segmentation_problem(annotation["segmentation"] if "segmentation" in annotation else None, image)
             if problem:
                 raise DataError(f"{path}: {where} has {problem}")
+            if not _keep_full_polygons(annotation):
+                boxed.append(annotation["id"])
+    return boxed
 
 
-def _segmentation_problem(annotation: Dict[str, Any], image: Dict[str, Any]) -> Optional[str]:
-    """Why an annotation's mask cannot be decoded at its image's size, or None.
-
-    Polygon parts of fewer than three points, which pycocotools would misread as boxes or fail
-    on, are dropped; an annotation left without any gets its box as its polygon (and a warning).
-    """
-    segmentation = annotation.get("segmentation")
+def _segmentation_problem(segmentation: Any, image: Dict[str, Any]) -> Optional[str]:
+    """Why a segmentation cannot be decoded at its image's size, or None."""
     if not segmentation:
         return "no 'segmentation' (masks need polygons or RLE)"
     if isinstance(segmentation, list):
         if not all(isinstance(part, list) for part in segmentation):
             return "a malformed polygon (expected a list of [x1, y1, x2, y2, ...] lists)"
-        polygons = [part for part in segmentation if len(part) >= 6 and len(part) % 2 == 0]
-        if not polygons:
-            x, y, w, h = annotation["bbox"]
-            polygons = [[x, y, x + w, y, x + w, y + h, x, y + h]]
-            annotation["polygon_from_box"] = True
-        annotation["segmentation"] = polygons
         return None
     if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
         return "a malformed segmentation (neither polygons nor RLE with 'size' and 'counts')"
@@ -151,11 +146,26 @@ def _segmentation_problem(annotation: Dict[str, Any], image: Dict[str, Any]) -> 
     return None
 
 
+def _keep_full_polygons(annotation: Dict[str, Any]) -> bool:
+    """Drop polygon parts of fewer than three points, which pycocotools misreads as boxes or
+    fails on; an annotation left without any gets its box as its polygon (returns False)."""
+    segmentation = annotation["segmentation"]
+    if not isinstance(segmentation, list):
+        return True
+    polygons = [part for part in segmentation if len(part) >= 6 and len(part) % 2 == 0]
+    kept = bool(polygons)
+    if not kept:
+        x, y, w, h = annotation["bbox"]
+        polygons = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    annotation["segmentation"] = polygons
+    return kept
+
+
 def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     """The annotation file as a pycocotools COCO object, checked: every problem is one DataError line.
 
     Annotations without ``area`` get their box's, which is what COCOeval's area ranges need.
-    ``with_masks`` also checks every segmentation (see :func:`_segmentation_problem`).
+    ``with_masks`` also checks every segmentation and mends polygons of fewer than three points.
     """
     content = _read_json(annotation_file)
     if not content["categories"]:
@@ -163,10 +173,9 @@ def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     _check_entries(annotation_file, content["images"], "image", ("id", "file_name", "width", "height"))
     _check_entries(annotation_file, content["annotations"], "annotation", ("id", "image_id", "category_id", "bbox"))
     _check_entries(annotation_file, content["categories"], "category", ("id", "name"))
-    _check_annotations(annotation_file, content, with_masks)
+    boxed = _check_annotations(annotation_file, content, with_masks)
     for annotation in content["annotations"]:
         annotation.setdefault("area", float(annotation["bbox"][2] * annotation["bbox"][3]))
-    boxed = [annotation["id"] for annotation in content["annotations"] if annotation.pop("polygon_from_box", False)]
     if boxed:
         warnings.warn(
             f"{annotation_file}: {len(boxed)} annotations have no polygon of 3 or more points, e.g. annotation {boxed[0]}; "
