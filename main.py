@@ -7,13 +7,20 @@ under torchrun / --world-size. Every flag of the original keeps its name and mea
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 import models
-from utils.checkpoint import CheckpointError, copy_checkpoint, load_model, save_checkpoint
+from utils.checkpoint import (
+    CheckpointError,
+    CheckpointSaveError,
+    copy_checkpoint,
+    load_model,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from utils.console import show_warnings_as_one_line
 from utils.data import (
     IMAGENET_TRAIN_SIZE,
@@ -24,9 +31,11 @@ from utils.data import (
     build_loader,
     start_epoch,
 )
-from utils.distributed import DistributedContext, barrier, cleanup, init_distributed, parameters_agree
+from utils.distributed import DistributedContext, PeerFailedError, cleanup, init_distributed, parameters_agree, run_on_main
 from utils.engine import NonFiniteLossError, evaluate, set_learning_rate, step_learning_rate, train_one_epoch
+from utils.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
+from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume
 from utils.run_log import RunLog
 
 DEFAULT_ARCH = "eca_resnet50"
@@ -43,6 +52,14 @@ class UsageError(Exception):
     """A bad command line; ``str()`` is one line meant for the user."""
 
 
+EXIT_STATUSES = f"""exit status:
+  0   done
+  1   training diverged (non-finite loss), or a checkpoint could not be written (disk full, ...)
+  2   bad input: arguments, data or checkpoint files
+  {EXIT_STOPPED}  stopped by SIGTERM or SIGUSR1 after saving a checkpoint of that step: continue with --resume auto
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line on stderr, not the usage block: the full help is one ``--help`` away."""
@@ -50,7 +67,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description="ECA-Net ImageNet training and evaluation", prog="main.py")
+    parser = _Parser(
+        description="ECA-Net ImageNet training and evaluation",
+        prog="main.py",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("data", nargs="?", metavar="DIR", help="dataset root with train/ and val/ ImageFolders")
     parser.add_argument("-a", "--arch", metavar="ARCH", default=None,
                         help=f"model: {' | '.join(models.model_names)} (default: the checkpoint's with "
@@ -77,7 +99,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="weight decay (1e-4; 4e-5 for MobileNetV2)")
     parser.add_argument("-p", "--print-freq", default=10, type=int, metavar="N", help="progress line every N steps")
     parser.add_argument("--resume", default="", type=str, metavar="PATH",
-                        help="continue from a checkpoint (or, with --evaluate, evaluate it)")
+                        help="continue from a checkpoint (or, with --evaluate, evaluate it); 'auto': from the run "
+                        "directory's latest checkpoint if it has one, else start fresh (one command line for the "
+                        "first start and every restart)")
+    parser.add_argument("--checkpoint-every", default=None, type=int, metavar="N",
+                        help=f"also save {STEP_CHECKPOINT} every N training steps, inside epochs "
+                        "(default: only at the end of each epoch, and when a signal stops the run)")
     parser.add_argument("-e", "--evaluate", action="store_true", help="evaluate on val/ and exit")
     parser.add_argument("--pretrained", default="", type=str, metavar="PATH",
                         help="start from the weights of a (released) checkpoint, at epoch 0")
@@ -121,7 +148,7 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown model {args.arch!r}; choose one of: {', '.join(models.model_names)}")
     if args.data is None and args.dummy is None:
         raise UsageError("give the dataset directory DIR, or --dummy for synthetic data")
-    for name in ("batch_size", "epochs", "lr_step", "print_freq", "image_size", "num_classes", "dummy"):
+    for name in ("batch_size", "epochs", "lr_step", "print_freq", "image_size", "num_classes", "dummy", "checkpoint_every"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -132,7 +159,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.resume and args.pretrained:
         raise UsageError("give --resume (continue a run) or --pretrained (start from weights), not both")
     for flag, path in (("--resume", args.resume), ("--pretrained", args.pretrained)):
-        if path and not os.path.isfile(path):
+        if path and path != "auto" and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file")
     if args.gpu is not None and not (torch.cuda.is_available() and 0 <= args.gpu < torch.cuda.device_count()):
         available = f"{torch.cuda.device_count()} GPU(s) visible" if torch.cuda.is_available() else "CUDA is not available"
@@ -209,13 +236,18 @@ def classifier_outputs(model: nn.Module) -> int:
     return [module for module in model.modules() if isinstance(module, nn.Linear)][-1].out_features
 
 
-def prepare_run_dir(args: argparse.Namespace, arch: str) -> str:
-    """Create the run directory and prove it writable now, not after the first epoch.
+def run_directory(args: argparse.Namespace, arch: str) -> str:
+    return args.output_dir or os.path.join("runs", f"{arch}_{args.action}" if args.action else arch)
+
+
+def prepare_run_dir(args: argparse.Namespace, arch: str, log: Callable[[str], None]) -> str:
+    """Create the run directory, prove it writable now (not after the first epoch) and remove
+    the temporary files of a save that was killed half-way.
 
     A fresh run never overwrites an earlier run's checkpoints: days of training are not lost
     to a forgotten ``--resume``.
     """
-    run_dir = args.output_dir or os.path.join("runs", f"{arch}_{args.action}" if args.action else arch)
+    run_dir = run_directory(args, arch)
     try:
         os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write-test")
@@ -224,12 +256,14 @@ def prepare_run_dir(args: argparse.Namespace, arch: str) -> str:
         os.unlink(probe)
     except OSError as error:
         raise UsageError(f"run directory {run_dir} is not writable ({error.strerror})") from None
-    previous = os.path.join(run_dir, "checkpoint.pth.tar")
-    if not args.resume and os.path.exists(previous):
+    previous = [os.path.join(run_dir, name) for name in (EPOCH_CHECKPOINT, STEP_CHECKPOINT)]
+    if not args.resume and any(os.path.exists(path) for path in previous):
         raise UsageError(
-            f"{run_dir} already holds a run's checkpoint; continue it with --resume {previous}, "
+            f"{run_dir} already holds a run's checkpoint; continue it with --resume auto, "
             "or start a new run with another --output-dir"
         )
+    for name in remove_stale_temporaries(run_dir):
+        log(f"=> removed {os.path.join(run_dir, name)}, left by a save that was interrupted")
     return run_dir
 
 
@@ -281,6 +315,10 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         torch.backends.cudnn.deterministic = True
     else:
         torch.backends.cudnn.benchmark = True
+    if args.resume == "auto":
+        args.resume = resolve_resume(args.resume, run_directory(args, args.arch or DEFAULT_ARCH))
+        if not args.resume and args.evaluate:
+            raise UsageError(f"--resume auto: {run_directory(args, args.arch or DEFAULT_ARCH)} holds no checkpoint to evaluate")
 
     if args.dummy is None:
         train_set, val_set = folder_datasets(args)
@@ -294,7 +332,7 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     apply_recipe(args, arch)
     if args.batch_size % context.world_size:
         raise UsageError(f"-b {args.batch_size} does not split evenly over {context.world_size} processes")
-    run_dir = prepare_run_dir(args, arch) if context.is_main and not args.evaluate else None
+    run_dir = prepare_run_dir(args, arch, log) if context.is_main and not args.evaluate else run_directory(args, arch)
     log(f"=> {arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
         + (f", {context.world_size} processes ({context.backend})" if context.enabled else ""))
 
@@ -312,42 +350,65 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
 
     optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     best_prec1 = 0.0
+    progress = None
     if checkpoint is not None:
         args.start_epoch, best_prec1 = resume_state(checkpoint, optimizer, scaler)
-        log(f"=> resumed {args.resume} at epoch {args.start_epoch} (best Prec@1 {best_prec1:.3f})")
+        progress = EpochProgress.from_checkpoint(checkpoint)
+        where = f"epoch {args.start_epoch}" + (f", step {progress.step}/{progress.steps}" if progress else "")
+        log(f"=> resumed {args.resume} at {where} (best Prec@1 {best_prec1:.3f})")
     train_loader = build_loader(train_set, True, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory)
-    run_log = RunLog(run_dir, append=checkpoint is not None) if context.is_main else None
+    run_log = RunLog(run_dir, first_epoch=args.start_epoch if checkpoint is not None else 0) if context.is_main else None
     if checkpoint is not None and "rng" in checkpoint:
         restore_rng_state(checkpoint["rng"])
 
-    for epoch in range(args.start_epoch, args.epochs):
-        lr = step_learning_rate(args.lr, epoch, args.lr_step, args.lr_gamma)
-        set_learning_rate(optimizer, lr)
-        start_epoch(train_loader, epoch)
-        train_stats = train_one_epoch(
-            train_model, criterion, optimizer, train_loader, device, epoch, context, log,
-            print_freq=args.print_freq, amp_dtype=amp_dtype, scaler=scaler, channels_last=args.channels_last,
-            bad_images=args.bad_images,
-        )
-        val_stats = evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
-        is_best = val_stats["prec1"] > best_prec1
-        best_prec1 = max(val_stats["prec1"], best_prec1)
-        if context.is_main:
-            state = {
-                "epoch": epoch + 1,
-                "arch": arch,
-                "state_dict": model.state_dict(),
-                "best_prec1": best_prec1,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "args": checkpoint_args(args),
-                "rng": capture_rng_state(),
-            }
-            save_epoch(run_dir, state, is_best)
-            run_log.log_epoch(epoch_row(epoch, lr, train_stats, val_stats))
-        barrier(context)
-    if run_log is not None:
-        run_log.close()
+    def state(**position: Any) -> Dict[str, Any]:
+        """What a checkpoint holds; ``position`` says where in training it was taken."""
+        return {
+            "arch": arch,
+            "state_dict": model.state_dict(),
+            "best_prec1": best_prec1,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "args": checkpoint_args(args),
+            "rng": capture_rng_state(),
+            **position,
+        }
+
+    def save_progress(progress: EpochProgress) -> None:
+        path = os.path.join(run_dir, STEP_CHECKPOINT)
+        run_on_main(lambda: save_checkpoint(state(**progress.state()), path), context, device, f"to write {path}")
+
+    schedule = CheckpointSchedule(args.checkpoint_every)
+    try:
+        with StopSignal() as stop:
+            for epoch in range(args.start_epoch, args.epochs):
+                lr = step_learning_rate(args.lr, epoch, args.lr_step, args.lr_gamma)
+                set_learning_rate(optimizer, lr)
+                resume_from = progress if progress is not None and progress.epoch == epoch else None
+                start_epoch(train_loader, epoch, resume_from.step if resume_from else 0)
+                if resume_from is not None:
+                    resume_from.check_layout(resume_from.step + len(train_loader), args.batch_size, context.world_size)
+                train_stats = train_one_epoch(
+                    train_model, criterion, optimizer, train_loader, device, epoch, context, log,
+                    print_freq=args.print_freq, amp_dtype=amp_dtype, scaler=scaler, channels_last=args.channels_last,
+                    bad_images=args.bad_images, resume_from=resume_from, stop=stop, checkpoints=schedule,
+                    save_progress=save_progress,
+                )
+                val_stats = evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
+                is_best = val_stats["prec1"] > best_prec1
+                best_prec1 = max(val_stats["prec1"], best_prec1)
+                row = epoch_row(epoch, lr, train_stats, val_stats)
+                run_on_main(lambda: finish_epoch(run_dir, run_log, row, state(epoch=epoch + 1), is_best),
+                            context, device, f"to save epoch {epoch}")
+                if epoch + 1 < args.epochs and stop_agreed(stop, context, device):
+                    raise TrainingStopped(stop.requested or "process 0's signal", epoch)
+    except TrainingStopped as stopped:
+        saved = os.path.join(run_dir, STEP_CHECKPOINT if stopped.step is not None else EPOCH_CHECKPOINT)
+        log(f"=> {stopped}; saved {saved}; continue with --resume auto (exit status {EXIT_STOPPED})")
+        return EXIT_STOPPED
+    finally:
+        if run_log is not None:
+            run_log.close()
     if context.enabled:
         if not parameters_agree(model, context):
             raise RuntimeError("the processes ended training with different weights; DistributedDataParallel lost sync")
@@ -356,9 +417,19 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     return 0
 
 
+def finish_epoch(run_dir: str, run_log: RunLog, row: Dict[str, float], state: Dict[str, Any], is_best: bool) -> None:
+    """Log the epoch, then save its checkpoint, in that order: killed in between, the run
+    resumes before this epoch, runs it again and logs it once more, replacing the row."""
+    run_log.log_epoch(row)
+    save_epoch(run_dir, state, is_best)
+    step_checkpoint = os.path.join(run_dir, STEP_CHECKPOINT)
+    if os.path.exists(step_checkpoint):
+        os.unlink(step_checkpoint)
+
+
 def save_epoch(run_dir: str, state: Dict[str, Any], is_best: bool) -> None:
     """``checkpoint.pth.tar`` every epoch and a copy as ``model_best.pth.tar`` when Prec@1 improved."""
-    path = os.path.join(run_dir, "checkpoint.pth.tar")
+    path = os.path.join(run_dir, EPOCH_CHECKPOINT)
     save_checkpoint(state, path)
     if is_best:
         copy_checkpoint(path, os.path.join(run_dir, "model_best.pth.tar"))
@@ -396,6 +467,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     show_warnings_as_one_line()
     try:
         return run(args)
+    except (CheckpointSaveError, PeerFailedError) as error:
+        print(f"main.py: error: {error}", file=sys.stderr)
+        return 1
     except (UsageError, CheckpointError, DataError) as error:
         print(f"main.py: error: {error}", file=sys.stderr)
         return 2

@@ -305,7 +305,7 @@ def test_a_non_finite_loss_stops_naming_epoch_and_step_and_saves_nothing(data, r
         (["--resume", "RUN/no-such.pth.tar"], "--resume RUN/no-such.pth.tar: no such file"),
         (["--output-dir", "RUN/checkpoint.pth.tar"], "run directory RUN/checkpoint.pth.tar is not writable"),
         (["--output-dir", "RUN/checkpoint.pth.tar/run"], "run directory RUN/checkpoint.pth.tar/run is not writable"),
-        ([], "RUN already holds a run's checkpoint; continue it with --resume RUN/checkpoint.pth.tar"),
+        ([], "RUN already holds a run's checkpoint; continue it with --resume auto"),
     ],
     ids=["unknown-arch", "bad-ksize", "batch-size", "workers", "gpu-without-cuda", "missing-resume",
          "output-dir-is-a-file", "output-dir-under-a-file", "fresh-run-over-an-earlier-one"],

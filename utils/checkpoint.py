@@ -35,6 +35,9 @@ __all__ = [
     "load_model",
     "save_checkpoint",
     "copy_checkpoint",
+    "atomic_write",
+    "CheckpointSaveError",
+    "remove_stale_temporaries",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -51,6 +54,10 @@ as opposed to a file that is simply not a pickle."""
 
 class CheckpointError(Exception):
     """A checkpoint cannot be used as asked; ``str()`` is one line meant for the user."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint could not be written (disk full, no permission, ...); the previous file is intact."""
 
 
 class CheckpointWarning(UserWarning):
@@ -346,27 +353,63 @@ def _check_kernel_sizes(path: PathLike, arch: str, k_size: Any, state_dict: Stat
 # --- writing -------------------------------------------------------------------------------
 
 
-def _atomic_write(path: PathLike, write: Callable[[Any], None]) -> None:
+_TEMPORARY_NAME = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
+"""What :func:`atomic_write` names its temporary files: ``.<name>.<8 random characters>.tmp``."""
+
+
+def atomic_write(path: PathLike, write: Callable[[Any], None]) -> None:
     """Write through a temporary file in the same directory, fsync it, then rename it over
-    ``path``: a crash at any moment leaves either the old file or the new one, never half."""
+    ``path``: a crash at any moment leaves either the old file or the new one, never half.
+
+    Any OS error (no space, file too large, no permission) removes the temporary file, leaves
+    ``path`` as it was, and becomes a one-line CheckpointSaveError naming the file and the cause.
+    """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp_name, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException as error:
+        if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        cause = _os_error_cause(error)
+        if cause is None:
+            raise
+        raise CheckpointSaveError(f"cannot write {path}: {cause}; the previous {path.name}, if any, is unchanged") from None
+
+
+def _os_error_cause(error: BaseException) -> Optional[str]:
+    """The OS's words for a failed write (torch.save wraps them in a RuntimeError), or None for other errors."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error.strerror or str(error)
+        if isinstance(error, RuntimeError) and "file write failed" in str(error):
+            return str(error).splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def remove_stale_temporaries(directory: PathLike) -> List[str]:
+    """Delete the temporary files that a save killed half-way left in ``directory``; returns their names.
+
+    Call it when a run starts, before anything is written: no save is in flight then.
+    """
+    removed = []
+    for entry in sorted(os.listdir(directory)):
+        if _TEMPORARY_NAME.fullmatch(entry) and os.path.isfile(os.path.join(directory, entry)):
+            os.unlink(os.path.join(directory, entry))
+            removed.append(entry)
+    return removed
 
 
 def _umask() -> int:
@@ -381,10 +424,10 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
     wrapped the model, so every checkpoint loads into a bare model."""
     if "state_dict" in state:
         state = {**state, "state_dict": strip_prefixes(state["state_dict"])}
-    _atomic_write(path, lambda handle: torch.save(state, handle))
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def copy_checkpoint(source: PathLike, destination: PathLike) -> None:
     """Atomically copy a saved checkpoint (e.g. to ``model_best.pth.tar``) without re-serialising."""
     with open(source, "rb") as src:
-        _atomic_write(destination, lambda handle: shutil.copyfileobj(src, handle))
+        atomic_write(destination, lambda handle: shutil.copyfileobj(src, handle))

@@ -1,7 +1,9 @@
 """Datasets, transforms and loaders: ImageNet-style ImageFolders or synthetic data of the same shape.
 
-The data order is a pure function of (seed, epoch, rank), and so are the data-loader workers'
-seeds: a run resumed at epoch e sees exactly the batches an uninterrupted run would have.
+The data order is a pure function of (seed, epoch, rank), and each training sample's
+augmentation a pure function of (seed, epoch, dataset index): a run resumed at any step sees
+exactly the batches an uninterrupted run would have, whatever the number of workers (``-j``)
+and whichever worker drew the sample.
 
 Loaders yield ``(images, targets, unreadable)``: a corrupt or truncated image file does not end
 a days-long epoch; it is dropped from its batch and its path comes back in ``unreadable``, through
@@ -9,14 +11,14 @@ the batch itself so that it survives worker processes. The caller decides to ski
 """
 
 import os
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Sized, Tuple, Union
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Sized, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 from torchvision import datasets, transforms
 
 from .distributed import DistributedContext
-from .reproducibility import epoch_seed, seed_worker
+from .reproducibility import epoch_seed, sample_seed, seed_worker
 
 __all__ = [
     "DataError",
@@ -31,6 +33,8 @@ __all__ = [
     "collate_readable",
     "SyntheticImages",
     "ShardSampler",
+    "SeededSamples",
+    "ResumableSampler",
     "build_loader",
     "start_epoch",
 ]
@@ -151,6 +155,47 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+class SeededSamples(Dataset):
+    """Draws each sample with torch's random generator seeded from (seed, epoch, index).
+
+    Random transforms (torchvision's crops and flips use torch's CPU generator) then give a
+    sample the same augmentation whichever worker process loads it, with any number of
+    workers, and after a resume. The generator's state is put back after each sample, so
+    loading in the main process (``-j 0``) does not disturb the training's own random numbers.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        # The CPU generator alone: torch.manual_seed would also seed every accelerator, ~100x slower.
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(sample_seed(self.seed, self.epoch, index))
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(state)
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can begin an epoch part-way through (``start``, in samples of
+    this rank), so that a mid-epoch resume skips the batches already trained without loading them."""
+
+    start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
 def build_loader(
     dataset: Dataset,
     train: bool,
@@ -161,7 +206,8 @@ def build_loader(
     pin_memory: bool,
     collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
 ) -> DataLoader:
-    """Training loaders shuffle per (seed, epoch) across ranks; evaluation loaders shard in order.
+    """Training loaders shuffle per (seed, epoch) across ranks and seed each sample's
+    augmentation (:class:`SeededSamples`); evaluation loaders shard in order.
 
     Batches are ``(images, targets, unreadable paths)``; see :func:`collate_readable`, the
     default ``collate_fn`` (detection passes one that keeps images and targets as lists).
@@ -170,7 +216,8 @@ def build_loader(
     """
     sampler: Sampler
     if train:
-        sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed)
+        sampler = ResumableSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed)
+        dataset = SeededSamples(dataset, seed)
     else:
         sampler = ShardSampler(dataset, context)
     return DataLoader(
@@ -185,8 +232,11 @@ def build_loader(
     )
 
 
-def start_epoch(loader: DataLoader, epoch: int) -> None:
-    """Fix this epoch's data order and the seeds of its workers' augmentations."""
-    sampler: DistributedSampler = loader.sampler
+def start_epoch(loader: DataLoader, epoch: int, step: int = 0) -> None:
+    """Fix this epoch's data order and augmentations, starting after the first ``step`` batches
+    (a mid-epoch resume); ``len(loader)`` is then the number of batches left."""
+    sampler: ResumableSampler = loader.sampler
     sampler.set_epoch(epoch)
+    sampler.start = min(step * loader.batch_size, sampler.num_samples)
+    loader.dataset.epoch = epoch
     loader.generator.manual_seed(epoch_seed(sampler.seed, epoch, sampler.rank))

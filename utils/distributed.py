@@ -3,12 +3,22 @@ and the few collective helpers training needs."""
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "init_distributed", "all_reduce_sum", "barrier", "cleanup", "parameters_agree"]
+__all__ = [
+    "DistributedContext",
+    "PeerFailedError",
+    "init_distributed",
+    "all_reduce_sum",
+    "all_gather_rows",
+    "run_on_main",
+    "barrier",
+    "cleanup",
+    "parameters_agree",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,37 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.T
     if context.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather_rows(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Every process's 1-D ``tensor``, one row per rank (one row when not distributed)."""
+    if not context.enabled:
+        return tensor.unsqueeze(0).clone()
+    rows = [torch.empty_like(tensor) for _ in range(context.world_size)]
+    dist.all_gather(rows, tensor)
+    return torch.stack(rows)
+
+
+class PeerFailedError(Exception):
+    """Another process failed at a step all processes share; ``str()`` is one line meant for the user."""
+
+
+def run_on_main(action: Callable[[], None], context: DistributedContext, device: torch.device, what: str) -> None:
+    """Run ``action`` (e.g. writing a checkpoint) on rank 0 only, then let every rank know whether
+    it failed (one all_reduce, which also serves as a barrier): rank 0 re-raises its error, the
+    others raise PeerFailedError, so that no process trains on alone into a collective that
+    will never complete."""
+    error: Optional[BaseException] = None
+    if context.is_main:
+        try:
+            action()
+        except Exception as caught:  # re-raised below, after the others have heard of it
+            error = caught
+    failed = all_reduce_sum(torch.tensor(int(error is not None), device=device), context)
+    if error is not None:
+        raise error
+    if failed.item():
+        raise PeerFailedError(f"process 0 failed {what}; see its error")
 
 
 def barrier(context: DistributedContext) -> None:

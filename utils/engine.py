@@ -8,6 +8,11 @@ stall the GPU queue every step. Instead the first bad step is recorded on the de
 (``torch.where``, no sync) and read where the loop syncs anyway: at each progress line and at
 the end of the epoch, before anything is saved. Up to ``print_freq`` steps run on broken
 weights before the stop; none of them reaches a checkpoint.
+
+The same all_reduce carries rank 0's stop decision (utils.preemption): after a SIGTERM or
+SIGUSR1 the epoch saves a mid-epoch checkpoint through the caller's ``save_progress`` and raises
+TrainingStopped. ``checkpoints`` adds mid-epoch saves every N steps; ``resume_from`` continues
+an epoch from such a checkpoint (start the loader there with ``start_epoch(loader, epoch, step)``).
 """
 
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -17,8 +22,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import DataError
-from .distributed import DistributedContext, all_reduce_sum
+from .distributed import DistributedContext, all_gather_rows, all_reduce_sum
 from .metrics import RunningTotals, format_duration
+from .preemption import StopSignal, TrainingStopped, stop_vote
+from .resume import CheckpointSchedule, EpochProgress
 
 __all__ = ["NonFiniteLossError", "step_learning_rate", "set_learning_rate", "train_one_epoch", "evaluate"]
 
@@ -59,12 +66,13 @@ def _forward(
 
 
 def _readable_batches(
-    loader: DataLoader, bad_images: str, unreadable: List[str]
+    loader: DataLoader, bad_images: str, unreadable: List[str], first_step: int = 0
 ) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
-    """(step, images, targets) of the batches with images; unreadable files are collected in
-    ``unreadable`` with ``bad_images="skip"``, or stop the run with ``"error"``. Targets may be
-    a tensor (classification) or a list of target dicts (detection)."""
-    for step, (images, target, skipped) in enumerate(loader):
+    """(step, images, targets) of the batches with images, steps counted from ``first_step`` (a
+    resumed epoch); unreadable files are collected in ``unreadable`` with ``bad_images="skip"``,
+    or stop the run with ``"error"``. Targets may be a tensor (classification) or a list of
+    target dicts (detection)."""
+    for step, (images, target, skipped) in enumerate(loader, start=first_step):
         if skipped and bad_images == "error":
             raise DataError(f"cannot read image {skipped[0]} (--bad-images skip would skip it)")
         unreadable.extend(skipped)
@@ -72,26 +80,38 @@ def _readable_batches(
             yield step, images, target
 
 
-def _report_unreadable(unreadable: List[str], device: torch.device, context: DistributedContext, log: Log, where: str) -> int:
-    """Log how many files all processes skipped; returns that count."""
-    count = int(all_reduce_sum(torch.tensor(len(unreadable), device=device), context).item())
+def _report_unreadable(
+    unreadable: List[str], device: torch.device, context: DistributedContext, log: Log, where: str, earlier: int = 0
+) -> int:
+    """Log how many files all processes skipped (``earlier``: this process's count before a
+    mid-epoch resume); returns that count."""
+    count = int(all_reduce_sum(torch.tensor(len(unreadable) + earlier, device=device), context).item())
     if count:
         example = f", e.g. {unreadable[0]}" if unreadable else ""
         log(f"{where} skipped {count} unreadable image file(s){example}")
     return count
 
 
-def _stop_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, step: int, context: DistributedContext) -> None:
-    """Raise on every process as soon as any process has seen a non-finite loss, so that
-    no process goes on to a collective the others never join."""
-    seen = all_reduce_sum(first_bad_step.ge(0).long(), context)
-    if seen.item():
+def _check_point(first_bad_step: torch.Tensor, stop: Optional[StopSignal], epoch: int, step: int, context: DistributedContext) -> bool:
+    """At a step where the loop syncs anyway, one all_reduce answers two questions on every
+    process: has any process seen a non-finite loss (then raise, before anything is saved, so
+    that no process goes on to a collective the others never join), and has rank 0 been asked
+    to stop (the return value)."""
+    flags = all_reduce_sum(torch.stack([first_bad_step.ge(0).long(), stop_vote(stop, context, first_bad_step.device)]), context)
+    seen, stopping = flags.tolist()
+    if seen:
         local = int(first_bad_step.item())
         where = f"at epoch {epoch}, step {local}" if local >= 0 else f"on another process by epoch {epoch}, step {step}"
         raise NonFiniteLossError(
             f"the training loss became non-finite {where}; stopped before saving, so the checkpoints "
             "of earlier epochs are kept (try a lower --lr, then --resume)"
         )
+    return bool(stopping)
+
+
+def _stop_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, step: int, context: DistributedContext) -> None:
+    """Raise NonFiniteLossError on every process as soon as any process has seen a non-finite loss."""
+    _check_point(first_bad_step, None, epoch, step, context)
 
 
 def train_one_epoch(
@@ -108,16 +128,31 @@ def train_one_epoch(
     scaler: Optional[torch.amp.GradScaler] = None,
     channels_last: bool = False,
     bad_images: str = "skip",
+    resume_from: Optional[EpochProgress] = None,
+    stop: Optional[StopSignal] = None,
+    checkpoints: Optional[CheckpointSchedule] = None,
+    save_progress: Optional[Callable[[EpochProgress], None]] = None,
 ) -> Dict[str, float]:
     """Train for one pass over ``loader``; returns the epoch's averages over all processes and
-    the number of ``unreadable`` files skipped. Raises NonFiniteLossError if the loss diverged."""
+    the number of ``unreadable`` files skipped. Raises NonFiniteLossError if the loss diverged.
+
+    With ``save_progress``, the epoch calls it (on every rank) with its :class:`EpochProgress`
+    at the steps ``checkpoints`` names and when ``stop`` has caught a signal; after the latter
+    it raises TrainingStopped.
+    """
     model.train()
     totals = RunningTotals(device)
-    steps = len(loader)
+    first_step = unreadable_before = 0
+    if resume_from is not None:
+        own = resume_from.totals[context.rank].to(device)
+        totals.restore(own[:4], resume_from.seconds)
+        first_step, unreadable_before = resume_from.step, int(own[4].item())
+    steps = first_step + len(loader)
     lr = optimizer.param_groups[0]["lr"]
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     unreadable: List[str] = []
-    for step, images, target in _readable_batches(loader, bad_images, unreadable):
+    stop = stop if save_progress is not None else None
+    for step, images, target in _readable_batches(loader, bad_images, unreadable, first_step):
         output, loss, target = _forward(model, criterion, images, target, device, channels_last, amp_dtype)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -129,8 +164,12 @@ def train_one_epoch(
             optimizer.step()
         totals.update(loss, output, target)
         first_bad_step = torch.where(first_bad_step.lt(0) & ~loss.detach().isfinite(), step, first_bad_step)
-        if step % print_freq == 0 or step == steps - 1:
-            _stop_if_nonfinite(first_bad_step, epoch, step, context)
+        printing = step % print_freq == 0 or step == steps - 1
+        saving = save_progress is not None and checkpoints is not None and checkpoints.due(epoch, step, steps)
+        # Alone, a process reads its flag every step for free; under DDP only where it syncs anyway.
+        signalled = not context.enabled and stop is not None and stop.requested is not None
+        stopping = _check_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
+        if printing:
             running = totals.summary()
             eta = running["seconds"] / (step + 1) * (steps - step - 1)
             log(
@@ -138,8 +177,15 @@ def train_one_epoch(
                 f"Prec@1 {running['prec1']:6.2f}  Prec@5 {running['prec5']:6.2f}  lr {lr:.5g}  "
                 f"{running['images_per_s'] * context.world_size:.0f} img/s  eta {format_duration(eta)}"
             )
+        if saving or stopping:
+            skipped = torch.tensor([len(unreadable) + unreadable_before], dtype=torch.float64, device=device)
+            rows = all_gather_rows(torch.cat([totals.sums, skipped]), context)
+            save_progress(EpochProgress(epoch, step + 1, steps, loader.batch_size * context.world_size, rows, totals.elapsed()))
+        if stopping:
+            raise TrainingStopped(stop.requested or "process 0's signal", epoch, step + 1, steps)
     _stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
-    return {**totals.summary(context), "unreadable": _report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]")}
+    summary = totals.summary(context)
+    return {**summary, "unreadable": _report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)}
 
 
 @torch.no_grad()

@@ -36,13 +36,22 @@ class RunningTotals:
         self.sums[1:3] += hits
         self.sums[3] += batch
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def restore(self, sums: torch.Tensor, seconds: float) -> None:
+        """Continue from a mid-epoch checkpoint's sums (``self.sums`` as saved) and elapsed time,
+        so that the epoch's averages come out as if it had never stopped."""
+        self.sums.copy_(sums)
+        self.start = time.perf_counter() - seconds
+
     def summary(self, context: Optional[DistributedContext] = None) -> Dict[str, float]:
         """Averages so far; with a context, over all processes (every rank must call it)."""
         sums = self.sums.clone()
         if context is not None:
             all_reduce_sum(sums, context)
         loss, top1, top5, count = sums.tolist()
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.elapsed()
         count_safe = max(count, 1.0)
         return {
             "loss": loss / count_safe,

@@ -10,7 +10,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "capture_rng_state", "restore_rng_state", "seed_worker", "epoch_seed"]
+__all__ = ["seed_everything", "capture_rng_state", "restore_rng_state", "seed_worker", "epoch_seed", "sample_seed"]
 
 
 def seed_everything(seed: int) -> None:
@@ -23,6 +23,26 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A distinct, reproducible seed per (run seed, epoch, rank), e.g. for data-loader workers."""
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's augmentation: a well-mixed 63-bit function of (run seed, epoch,
+    dataset index), so that the crop a sample gets does not depend on which worker drew it."""
+    value = 0
+    for part in (seed, epoch, index):
+        value = _mix64(value ^ (part & _MASK64))
+    return value >> 1
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(value: int) -> int:
+    """SplitMix64's finaliser: every input bit flips about half of the output bits."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
 
 
 def capture_rng_state() -> Dict[str, Any]:

@@ -1,8 +1,11 @@
 """Per-epoch records in the run directory: ``log.csv`` for plotting, TensorBoard scalars for browsing."""
 
 import csv
+import io
 import os
-from typing import Dict
+from typing import Dict, List
+
+from .checkpoint import atomic_write
 
 __all__ = ["RunLog", "CSV_FIELDS"]
 
@@ -23,25 +26,36 @@ CSV_FIELDS = (
 class RunLog:
     """Writes one row per epoch to ``log.csv`` and the same numbers to TensorBoard.
 
-    A resumed run (``append=True``) continues the existing CSV; a fresh run in a reused
-    directory starts a new one rather than mixing two runs' rows.
+    A run continuing at ``first_epoch`` keeps the CSV rows of the epochs before it and drops
+    any later ones (an interrupted run may have logged an epoch whose checkpoint it never
+    saved: that epoch runs again and is logged once); TensorBoard is told to hide earlier
+    events from ``first_epoch`` on (``purge_step``), so its curves never show a step twice.
+    A fresh run (``first_epoch`` 0) starts a new CSV rather than mixing two runs' rows.
+
+    The CSV is rewritten whole through an atomic rename, so a kill never leaves half a row.
     """
 
-    def __init__(self, run_dir: str, append: bool = False) -> None:
+    def __init__(self, run_dir: str, first_epoch: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only rank 0 logs
 
         self.csv_path = os.path.join(run_dir, "log.csv")
-        if not append and os.path.exists(self.csv_path):
-            os.unlink(self.csv_path)
-        self.writer = SummaryWriter(log_dir=run_dir)
+        self.rows: List[Dict[str, str]] = []
+        if first_epoch and os.path.exists(self.csv_path):
+            with open(self.csv_path, newline="") as handle:
+                self.rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < first_epoch]
+        self._write_csv()
+        self.writer = SummaryWriter(log_dir=run_dir, purge_step=first_epoch)
+
+    def _write_csv(self) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write(self.csv_path, lambda handle: handle.write(text.getvalue().encode()))
 
     def log_epoch(self, row: Dict[str, float]) -> None:
-        new_file = not os.path.exists(self.csv_path)
-        with open(self.csv_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({field: row[field] for field in CSV_FIELDS})
+        self.rows.append({field: row[field] for field in CSV_FIELDS})
+        self._write_csv()
         epoch = int(row["epoch"])
         for field in CSV_FIELDS[1:]:
             split, _, name = field.partition("_") if field.startswith(("train_", "val_")) else ("", "", field)

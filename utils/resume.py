@@ -1,0 +1,140 @@
+"""Where a run continues from: ``--resume auto``, the position inside an epoch that a mid-epoch
+checkpoint records, and the schedule of those checkpoints.
+
+A run directory holds up to two resumable files: ``checkpoint.pth.tar`` at the end of each
+epoch and ``checkpoint_step.pth.tar`` inside one (every ``--checkpoint-every`` steps, and when
+a signal stops the run). Each records its :class:`RunPosition`; ``--resume auto`` takes the
+later one, or starts fresh when there is none, so the same command line serves the first start
+and every restart.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+
+from .checkpoint import CheckpointError
+
+__all__ = [
+    "EPOCH_CHECKPOINT",
+    "STEP_CHECKPOINT",
+    "RunPosition",
+    "checkpoint_position",
+    "latest_checkpoint",
+    "resolve_resume",
+    "CheckpointSchedule",
+    "EpochProgress",
+]
+
+EPOCH_CHECKPOINT = "checkpoint.pth.tar"
+STEP_CHECKPOINT = "checkpoint_step.pth.tar"
+
+
+@dataclass(frozen=True, order=True)
+class RunPosition:
+    """``step`` steps of ``epoch`` done (``step`` 0: the epoch has not started). Ordered in training time."""
+
+    epoch: int
+    step: int = 0
+
+
+def checkpoint_position(path: str) -> RunPosition:
+    """Where a checkpoint file stands, read without loading its tensors (memory-mapped)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises anything on a damaged file
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint; move it away or pass --resume with another file") from None
+    return RunPosition(int(checkpoint.get("epoch", 0)), int(checkpoint.get("step", 0)))
+
+
+def latest_checkpoint(run_dir: str) -> Optional[str]:
+    """The checkpoint in ``run_dir`` that is furthest into training, or None when there is none."""
+    candidates = [os.path.join(run_dir, name) for name in (EPOCH_CHECKPOINT, STEP_CHECKPOINT)]
+    existing = [path for path in candidates if os.path.isfile(path)]
+    if not existing:
+        return None
+    return max(existing, key=checkpoint_position)
+
+
+def resolve_resume(resume: str, run_dir: str) -> str:
+    """``--resume`` as a path: ``auto`` becomes the run directory's latest checkpoint, or ``""``
+    (start fresh) when it has none; anything else is returned as it is."""
+    if resume != "auto":
+        return resume
+    return latest_checkpoint(run_dir) or ""
+
+
+class CheckpointSchedule:
+    """Every ``every`` training steps, counted over the whole run, except an epoch's last step
+    (the end-of-epoch checkpoint follows it). ``every=None`` never."""
+
+    def __init__(self, every: Optional[int]) -> None:
+        self.every = every
+
+    def due(self, epoch: int, step: int, steps: int) -> bool:
+        """Whether to save after ``step`` (0-based) of ``epoch``, an epoch of ``steps`` steps."""
+        if not self.every or step >= steps - 1:
+            return False
+        return (epoch * steps + step + 1) % self.every == 0
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch got, with what a resumed epoch needs to end as if it never stopped.
+
+    ``totals`` has one row per process, whatever that process accumulates over the epoch (e.g.
+    summed loss, hits, images, skipped files): each process continues its own row, so the
+    epoch's averages come out bitwise the same. ``batch_size`` is the total over processes:
+    the position only means the same samples with the same batch size and process count.
+    """
+
+    epoch: int
+    step: int
+    steps: int
+    batch_size: int
+    totals: torch.Tensor
+    seconds: float
+
+    @property
+    def position(self) -> RunPosition:
+        return RunPosition(self.epoch, self.step)
+
+    def state(self) -> Dict[str, Any]:
+        """Plain values and tensors to store in a checkpoint (``epoch``/``step`` at its top level)."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "epoch_progress": {
+                "steps": self.steps,
+                "batch_size": self.batch_size,
+                "totals": self.totals.cpu(),
+                "seconds": self.seconds,
+            },
+        }
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> Optional["EpochProgress"]:
+        """The progress a mid-epoch checkpoint holds; None for an end-of-epoch one."""
+        progress = checkpoint.get("epoch_progress")
+        if not checkpoint.get("step") or progress is None:
+            return None
+        return cls(
+            epoch=int(checkpoint["epoch"]),
+            step=int(checkpoint["step"]),
+            steps=int(progress["steps"]),
+            batch_size=int(progress["batch_size"]),
+            totals=progress["totals"],
+            seconds=float(progress["seconds"]),
+        )
+
+    def check_layout(self, steps: int, batch_size: int, world_size: int) -> None:
+        """Raise CheckpointError unless this run splits the epoch as the stopped one did."""
+        saved = (self.steps, self.batch_size, self.totals.shape[0])
+        if saved != (steps, batch_size, world_size):
+            raise CheckpointError(
+                f"the checkpoint stopped inside epoch {self.epoch} of a run with -b {self.batch_size} on "
+                f"{self.totals.shape[0]} process(es), {self.steps} steps per epoch; this run has -b {batch_size} "
+                f"on {world_size}, {steps} steps: continue with the same settings, or from the end of the "
+                f"previous epoch with --resume <run>/{EPOCH_CHECKPOINT}"
+            )
