@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import models
+from models.detection import detector_names
 from paramflops import kernel_label
 from utils.complexity import (
     attention_share,
@@ -105,15 +106,31 @@ def test_cli_prints_paper_exact_and_si_counts():
     assert lines[-1] == "Attention: 44 parameters in 8 EfficientChannelAttention layers"
 
 
-def test_cli_all_is_a_markdown_table_of_every_model():
+def markdown_tables(text: str) -> list:
+    """The runs of consecutive table lines in ``text``."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_cli_all_is_a_markdown_table_of_every_model_then_of_every_detector():
     result = run_cli("--all", "--input-size", "32")
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    rows, detector_rows = markdown_tables(result.stdout)
     assert rows[1] == "|---|---|---|---|---|---|---|"
     assert [row.split(" | ")[0].lstrip("| ") for row in rows[2:]] == models.model_names
     assert all(row.count("|") == 8 for row in rows)
     eca_resnet50 = next(row for row in rows if row.startswith("| eca_resnet50 |"))
     assert eca_resnet50 == "| eca_resnet50 | 3557 | 24.37M | 84.65M | 25,557,112 | 86.46M | 80 |"
+    assert detector_rows[1] == "|---|---|---|---|---|---|"
+    assert [row.split(" | ")[0].lstrip("| ") for row in detector_rows[2:]] == detector_names
+    mask_rcnn = next(row for row in detector_rows if row.startswith("| maskrcnn_eca_resnet50_fpn |"))
+    assert mask_rcnn == "| maskrcnn_eca_resnet50_fpn | 3377 | 44.18M | 275.69G | 44,175,424 | 275,688,594,164 |"
 
 
 @pytest.mark.parametrize(
