@@ -3,7 +3,7 @@
 import csv
 import io
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from .checkpoint import atomic_write
 
@@ -26,6 +26,9 @@ CSV_FIELDS = (
 class RunLog:
     """Writes one row per epoch to ``log.csv`` and the same numbers to TensorBoard.
 
+    ``fields`` are the columns, the first being the epoch: main.py's :data:`CSV_FIELDS` by
+    default; detect.py passes its own. ``train_x`` / ``val_x`` appear in TensorBoard as ``train/x``.
+
     A run continuing at ``first_epoch`` keeps the CSV rows of the epochs before it and drops
     any later ones (an interrupted run may have logged an epoch whose checkpoint it never
     saved: that epoch runs again and is logged once); TensorBoard is told to hide earlier
@@ -35,9 +38,10 @@ class RunLog:
     The CSV is rewritten whole through an atomic rename, so a kill never leaves half a row.
     """
 
-    def __init__(self, run_dir: str, first_epoch: int = 0) -> None:
+    def __init__(self, run_dir: str, first_epoch: int = 0, fields: Sequence[str] = CSV_FIELDS) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only rank 0 logs
 
+        self.fields = tuple(fields)
         self.csv_path = os.path.join(run_dir, "log.csv")
         self.rows: List[Dict[str, str]] = []
         if first_epoch and os.path.exists(self.csv_path):
@@ -48,16 +52,16 @@ class RunLog:
 
     def _write_csv(self) -> None:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(text, fieldnames=self.fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write(self.csv_path, lambda handle: handle.write(text.getvalue().encode()))
 
     def log_epoch(self, row: Dict[str, float]) -> None:
-        self.rows.append({field: row[field] for field in CSV_FIELDS})
+        self.rows.append({field: row[field] for field in self.fields})
         self._write_csv()
         epoch = int(row["epoch"])
-        for field in CSV_FIELDS[1:]:
+        for field in self.fields[1:]:
             split, _, name = field.partition("_") if field.startswith(("train_", "val_")) else ("", "", field)
             self.writer.add_scalar(f"{split}/{name}" if split else name, row[field], epoch)
         self.writer.flush()
