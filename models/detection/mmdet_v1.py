@@ -50,13 +50,14 @@ def mmdet_v1_base_anchors(stride: int, scales: Sequence[float], ratios: Sequence
     """The anchors of one cell as MMDetection v1 made them: inclusive corners, float32, rounded.
 
     Base size = stride, centre (stride - 1) / 2, width stride * scale / sqrt(ratio) and height
-    stride * scale * sqrt(ratio) (ratio = h / w), ratio-major then scale.
+    stride * scale * sqrt(ratio) (ratio = h / w), ratio-major then scale. Always on the CPU
+    (also when a model is built on the meta device); forward moves them to the features'.
     """
     size = float(stride)
     centre = 0.5 * (size - 1)
-    h_ratios = torch.sqrt(torch.tensor(ratios, dtype=torch.float32))
+    h_ratios = torch.sqrt(torch.tensor(ratios, dtype=torch.float32, device="cpu"))
     w_ratios = 1 / h_ratios
-    scales_t = torch.tensor(scales, dtype=torch.float32)
+    scales_t = torch.tensor(scales, dtype=torch.float32, device="cpu")
     widths = (size * w_ratios[:, None] * scales_t[None, :]).view(-1)
     heights = (size * h_ratios[:, None] * scales_t[None, :]).view(-1)
     return torch.stack(
