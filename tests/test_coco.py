@@ -191,6 +191,9 @@ def test_polygons_under_three_points_are_dropped_or_become_the_box(tmp_path):
     car = dataset[0][1]["masks"][0]
     assert 0 < car.sum() < 200 and car[15, 5] == 0 and car[7, 22] == 1  # the triangle, not the 20 x 10 box
     assert torch.equal(dataset[1][1]["masks"][0], torch.from_numpy(rectangle(10, 5, 8, 30)))
+    with pytest.warns(UserWarning, match="their masks are their boxes"):  # mended for segm evaluation too
+        boxes_only = CocoDetection(image_dir, annotation_file, train=False)
+    assert boxes_only.coco.anns[4]["segmentation"] == [[10, 5, 18, 5, 18, 35, 10, 35]]
 
 
 def test_an_image_of_another_size_than_annotated_is_unreadable(tmp_path):

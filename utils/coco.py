@@ -106,8 +106,8 @@ def _box_problem(box: Any) -> Optional[str]:
 
 
 def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> List[int]:
-    """Raise on the first unusable annotation; with masks, also mend short polygons and return
-    the ids of the annotations whose mask had to become their box."""
+    """Raise on the first unusable annotation; mend short polygons and return the ids of the
+    annotations whose mask had to become their box. ``with_masks``: every one needs a mask."""
     images = {image["id"]: image for image in content["images"]}
     category_ids = {category["id"] for category in content["categories"]}
     boxed: List[int] = []
@@ -122,8 +122,8 @@ def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> 
         problem = _box_problem(annotation["bbox"])
         if problem:
             raise DataError(f"{path}: {where} has {problem}")
-        if with_masks:
-            problem = _segmentation_problem(annotation["segmentation"] if "segmentation" in annotation else None, image)
+        if with_masks or annotation.get("segmentation"):  # segm evaluation decodes them too
+            problem = _segmentation_problem(annotation.get("segmentation"), image)
             if problem:
                 raise DataError(f"{path}: {where} has {problem}")
             if not _keep_full_polygons(annotation):
@@ -165,7 +165,8 @@ def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     """The annotation file as a pycocotools COCO object, checked: every problem is one DataError line.
 
     Annotations without ``area`` get their box's, which is what COCOeval's area ranges need.
-    ``with_masks`` also checks every segmentation and mends polygons of fewer than three points.
+    Segmentations are checked and polygons of fewer than three points mended, so that masks and
+    pycocotools' segm evaluation can decode them; ``with_masks`` requires one on every annotation.
     """
     content = _read_json(annotation_file)
     if not content["categories"]:
