@@ -3,7 +3,7 @@
     python paramflops.py -a eca_resnet50              # one model
     python paramflops.py -a eca_resnet50 --ksize 3333
     python paramflops.py -a maskrcnn_eca_resnet50_fpn # one detector, as the detection table
-    python paramflops.py --all                        # markdown tables of every registered model
+    python paramflops.py --all                        # markdown tables of every model and detector
 
 The paper's 24.37M and 3.86G are binary units (M = 1024^2, G = 1024^3) of thop's mid-2019
 counts; the same model is 25.56M parameters and 4.13G MACs in SI units by today's thop.
