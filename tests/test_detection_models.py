@@ -279,3 +279,29 @@ def test_retinanet_trains_on_labels_from_one_to_c():
     losses = model([torch.rand(3, 64, 64)], targets)
     assert set(losses) == {"classification", "bbox_regression"}
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_rpn_trains_only_on_anchors_inside_the_image():
+    """MMDetection v1's allowed_border=0: an anchor crossing the resized image's border is neither positive nor negative."""
+    model = create_detector("fasterrcnn_eca_resnet18_fpn", num_classes=3, **TINY).train()
+    batch, targets = model.transform([torch.rand(3, 64, 90)], [{"boxes": torch.tensor([[0.0, 0, 40, 40]]), "labels": torch.tensor([1])}])
+    assert batch.image_sizes == [(64, 90)] and batch.tensors.shape[-2:] == (64, 96)
+    features = model.backbone(batch.tensors)
+    model.rpn(batch, features, targets)
+    (anchors,) = model.rpn.anchor_generator(batch, list(features.values()))
+    (labels,), _ = model.rpn.assign_targets_to_anchors([anchors], targets)
+    inside = (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= 90) & (anchors[:, 3] <= 64)
+    assert (labels[~inside] == -1).all()
+    assert (labels[inside] == 1).any() and (labels[inside] == 0).any()
+    assert ((anchors[:, 2] > 90) & (anchors[:, 2] <= 96) & (labels == -1)).any(), "anchors over the padding count as outside"
+
+
+def test_retinanet_box_loss_is_smooth_l1_with_beta_0_11():
+    head = create_detector("retinanet_eca_resnet18_fpn", num_classes=2, **TINY).head.regression_head
+    anchors = torch.tensor([[0.0, 0, 32, 32], [32, 32, 64, 64]])
+    target = {"boxes": torch.tensor([[1.0, 2, 33, 31]])}
+    predicted = torch.tensor([[0.3, -0.05, 0.02, 0.0], [9.0, 9.0, 9.0, 9.0]])
+    loss = head.compute_loss([target], {"bbox_regression": predicted[None]}, [anchors], [torch.tensor([0, -1])])
+    wanted = head.box_coder.encode_single(target["boxes"], anchors[:1])
+    assert torch.isclose(loss, torch.nn.functional.smooth_l1_loss(predicted[:1], wanted, beta=0.11, reduction="sum"))
+    assert not torch.isclose(loss, (predicted[:1] - wanted).abs().sum())

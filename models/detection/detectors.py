@@ -24,7 +24,10 @@ from .mmdet_v1 import (
     RETINANET_ANCHORS,
     RPN_ANCHORS,
     MMDetV1AnchorGenerator,
+    MMDetV1RegionProposalNetwork,
+    MMDetV1RetinaNetRegressionHead,
     MMDetV1Transform,
+    init_heads_as_mmdet_v1,
 )
 from .registry import register_detector
 
@@ -152,11 +155,14 @@ def _build(
         settings = {**_COMMON_SETTINGS, **_RETINANET_SETTINGS, **detector_kwargs}
         settings.setdefault("anchor_generator", MMDetV1AnchorGenerator(**RETINANET_ANCHORS))
         model = MMDetV1RetinaNet(backbone, num_classes=num_classes, **settings)
+        model.head.regression_head = MMDetV1RetinaNetRegressionHead(backbone.out_channels, model.anchor_generator.num_anchors_per_location()[0])
     else:
         settings = {**_COMMON_SETTINGS, **_RCNN_SETTINGS, **detector_kwargs}
         settings.setdefault("rpn_anchor_generator", MMDetV1AnchorGenerator(**RPN_ANCHORS))
         model = (MaskRCNN if detector == "maskrcnn" else FasterRCNN)(backbone, num_classes=num_classes, **settings)
+        model.rpn = MMDetV1RegionProposalNetwork.replacing(model.rpn)
     model.transform = MMDetV1Transform.replacing(model.transform)
+    init_heads_as_mmdet_v1(model)
     return model
 
 

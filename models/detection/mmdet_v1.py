@@ -13,9 +13,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.retinanet import RetinaNetRegressionHead
 from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 __all__ = [
@@ -29,7 +32,14 @@ __all__ = [
     "inclusive_to_exclusive",
     "MMDetV1AnchorGenerator",
     "MMDetV1Transform",
+    "MMDetV1RegionProposalNetwork",
+    "MMDetV1RetinaNetRegressionHead",
+    "init_heads_as_mmdet_v1",
+    "RETINANET_SMOOTH_L1_BETA",
 ]
+
+RETINANET_SMOOTH_L1_BETA = 0.11
+"""RetinaNet's box regression loss in MMDetection v1 (torchvision's RetinaNet uses L1)."""
 
 IMAGE_MEAN = [123.675 / 255, 116.28 / 255, 103.53 / 255]
 IMAGE_STD = [58.395 / 255, 57.12 / 255, 57.375 / 255]
@@ -166,3 +176,87 @@ def _scale_inclusive(boxes: Tensor, scale: float) -> Tensor:
         return boxes
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * scale, y1 * scale, (x2 - 1) * scale + 1, (y2 - 1) * scale + 1), dim=1)
+
+
+class MMDetV1RegionProposalNetwork(RegionProposalNetwork):
+    """torchvision's RPN, but anchors that cross the image's border take no part in training.
+
+    MMDetection v1's RPN (``allowed_border=0``) assigns targets only to anchors wholly inside
+    the resized, unpadded image; the others are neither positives nor negatives. Test time is
+    unchanged.
+    """
+
+    @classmethod
+    def replacing(cls, rpn: RegionProposalNetwork) -> "MMDetV1RegionProposalNetwork":
+        """This RPN with the head, anchors and settings of ``rpn``."""
+        return cls(
+            rpn.anchor_generator,
+            rpn.head,
+            rpn.proposal_matcher.high_threshold,
+            rpn.proposal_matcher.low_threshold,
+            rpn.fg_bg_sampler.batch_size_per_image,
+            rpn.fg_bg_sampler.positive_fraction,
+            rpn._pre_nms_top_n,
+            rpn._post_nms_top_n,
+            rpn.nms_thresh,
+            rpn.score_thresh,
+        )
+
+    def forward(
+        self, images: ImageList, features: Dict[str, Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+    ) -> Tuple[List[Tensor], Dict[str, Tensor]]:
+        # assign_targets_to_anchors is not given the image sizes; they are kept for it here.
+        self._image_sizes = images.image_sizes
+        return super().forward(images, features, targets)
+
+    def assign_targets_to_anchors(
+        self, anchors: List[Tensor], targets: List[Dict[str, Tensor]]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        labels, matched_gt_boxes = [], []
+        for anchors_per_image, target, (height, width) in zip(anchors, targets, self._image_sizes):
+            inside = (anchors_per_image[:, :2] >= 0).all(dim=1) & (anchors_per_image[:, 2] <= width) & (anchors_per_image[:, 3] <= height)
+            image_labels = anchors_per_image.new_full((anchors_per_image.shape[0],), -1.0)
+            image_boxes = torch.zeros_like(anchors_per_image)
+            if inside.any():
+                (inside_labels,), (inside_boxes,) = super().assign_targets_to_anchors([anchors_per_image[inside]], [target])
+                image_labels[inside] = inside_labels
+                image_boxes[inside] = inside_boxes
+            labels.append(image_labels)
+            matched_gt_boxes.append(image_boxes)
+        return labels, matched_gt_boxes
+
+
+class MMDetV1RetinaNetRegressionHead(RetinaNetRegressionHead):
+    """torchvision's RetinaNet box branch with v1's smooth-L1 loss (beta 0.11) instead of L1."""
+
+    def compute_loss(
+        self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor], anchors: List[Tensor], matched_idxs: List[Tensor]
+    ) -> Tensor:
+        losses = []
+        for target, regression, image_anchors, matched in zip(targets, head_outputs["bbox_regression"], anchors, matched_idxs):
+            foreground = torch.where(matched >= 0)[0]
+            wanted = self.box_coder.encode_single(target["boxes"][matched[foreground]], image_anchors[foreground])
+            loss = F.smooth_l1_loss(regression[foreground], wanted, beta=RETINANET_SMOOTH_L1_BETA, reduction="sum")
+            losses.append(loss / max(1, foreground.numel()))
+        return sum(losses) / max(1, len(targets))
+
+
+def init_heads_as_mmdet_v1(model: nn.Module) -> None:
+    """MMDetection v1's initialisation where torchvision's differs: Xavier-uniform FPN convs
+    and shared box-head FCs, N(0, 0.01) class scores and N(0, 0.001) box deltas, zero biases.
+
+    Only weights that training starts from; released weights overwrite all of them.
+    """
+    for module in model.backbone.fpn.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    roi_heads = getattr(model, "roi_heads", None)
+    if roi_heads is None:
+        return
+    for fc in (roi_heads.box_head.fc6, roi_heads.box_head.fc7):
+        nn.init.xavier_uniform_(fc.weight)
+        nn.init.zeros_(fc.bias)
+    for layer, std in ((roi_heads.box_predictor.cls_score, 0.01), (roi_heads.box_predictor.bbox_pred, 0.001)):
+        nn.init.normal_(layer.weight, std=std)
+        nn.init.zeros_(layer.bias)
