@@ -4,7 +4,6 @@ line every other file gets."""
 
 import json
 import re
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 

@@ -12,7 +12,6 @@ import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 
 from models.detection import BODIES, COCO_CLASSES, create_detector, detector_names

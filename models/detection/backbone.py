@@ -15,6 +15,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
 import models
+from models.eca import KernelSizeSpec
 from models.eca_resnet import ResNet
 
 __all__ = ["ResNetFPN", "LastLevelP6P7FromC5", "build_resnet_fpn", "stage_channels", "FPN_CHANNELS"]
@@ -79,7 +80,7 @@ def stage_channels(body: ResNet) -> List[int]:
     return [planes * type(body.layer1[0]).expansion for planes in ResNet.stage_planes]
 
 
-def build_resnet_fpn(body_name: str, k_size: Optional[object], retinanet_levels: bool) -> ResNetFPN:
+def build_resnet_fpn(body_name: str, k_size: Optional[KernelSizeSpec], retinanet_levels: bool) -> ResNetFPN:
     """A ResNetFPN around ``models.create_model(body_name)`` (``k_size`` only for ECA bodies).
 
     The R-CNNs' FPN takes C2..C5 and adds P6 = max_pool2d(P5, 1, stride 2) (torchvision's

@@ -121,21 +121,11 @@ class MMDetV1RetinaNet(RetinaNet):
         return detections
 
 
-def _check_arguments(name: str, body: str, k_size: Optional[KernelSizeSpec], num_classes: int, minimum: int, pretrained: bool) -> None:
-    if pretrained:
-        raise ValueError(
-            f"{name}(pretrained=True): weights are never downloaded; load a file with "
-            "utils.detection_checkpoint.load_detector (a detector) or load_backbone_weights (an ImageNet checkpoint)"
-        )
-    if k_size is not None and BODIES[body] is None:
-        raise ValueError(f"{name}: {body} has no ECA layers, so k_size does not apply")
-    if num_classes < minimum:
-        raise ValueError(f"{name}: num_classes must be at least {minimum}, got {num_classes}")
-
-
 def _build(
     detector: str, body: str, k_size: Optional[KernelSizeSpec], num_classes: Optional[int], pretrained: bool, detector_kwargs: Dict[str, Any]
 ) -> torch.nn.Module:
+    """A torchvision detector around this project's ResNet with MMDetection v1's settings and
+    conventions; ``detector_kwargs`` override the settings (e.g. small min/max sizes)."""
     name = f"{detector}_{body}_fpn"
     if pretrained:
         raise ValueError(
