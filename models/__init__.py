@@ -13,6 +13,7 @@ from .eca_resnet import (
     eca_resnet152,
 )
 from .eca_ns import NonSharedChannelAttention
+from .features import FeatureInfo, FeatureListNet
 from .registry import create_model, list_models, register_model
 from .resnet_variants import (
     eca_ns_resnet50,
@@ -45,6 +46,8 @@ __all__ = [
     "eca_resnet152",
     "eca_mobilenet_v2",
     "NonSharedChannelAttention",
+    "FeatureInfo",
+    "FeatureListNet",
     "SqueezeExcitation",
     "resnet18",
     "resnet34",

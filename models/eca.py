@@ -5,8 +5,10 @@ import math
 from typing import Any, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 __all__ = [
     "EfficientChannelAttention",
@@ -14,6 +16,7 @@ __all__ = [
     "adaptive_kernel_size",
     "parse_kernel_sizes",
     "KernelSizeSpec",
+    "capturing_graph",
 ]
 
 KernelSizeSpec = Union[str, Sequence[Union[int, str]]]
@@ -76,7 +79,7 @@ class EfficientChannelAttention(nn.Module):
     ``conv.weight`` of shape (1, 1, k), exactly as in the released checkpoints.
 
     Called with an ``identity`` it is a ResNet block's whole ending, ``relu(x * gate + identity)``,
-    computed in place; see :meth:`forward`. The gate is computed in the dtype of ``conv.weight``
+    computed in place in eager mode; see :meth:`_fast_forward`. The gate is computed in the dtype of ``conv.weight``
     (float32 under autocast) and rounded to ``x``'s for the multiply, so that every full-size
     operation runs in one dtype; the output has the dtype and memory format of ``x``.
     """
@@ -87,12 +90,29 @@ class EfficientChannelAttention(nn.Module):
             raise ValueError(f"ECA kernel size must be a positive odd integer, got {k_size}")
         self.channels = channels
         self.k_size = k_size
-        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
+        self.padding = (k_size - 1) // 2
+        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=self.padding, bias=False)
 
     def forward(
         self, x: torch.Tensor, identity: Optional[torch.Tensor] = None, overwrite_identity: bool = False
     ) -> torch.Tensor:
-        """``x * gate``; given ``identity``, ``relu(x * gate + identity)`` written over ``x``.
+        """``x * gate``; given ``identity``, ``relu(x * gate + identity)``.
+
+        While a graph is being captured (TorchScript, ONNX, torch.compile, torch.export, FX;
+        see :func:`capturing_graph`) these are plain out-of-place operators, which every
+        exporter and compiler understands and the compiler fuses better than any eager
+        trick. In eager mode the residual form runs in place, see :meth:`_fast_forward`.
+        """
+        if torch.jit.is_scripting() or capturing_graph():
+            gate = _as_4d(self._gate(x)[1], x)
+            return x * gate if identity is None else torch.relu(torch.addcmul(identity, x, gate))
+        return self._fast_forward(x, identity, overwrite_identity)
+
+    @torch.jit.unused
+    def _fast_forward(
+        self, x: torch.Tensor, identity: Optional[torch.Tensor], overwrite_identity: bool
+    ) -> torch.Tensor:
+        """The eager path: the residual form is written over ``x`` (or ``identity``).
 
         The residual form exists because saving ``x`` for backward, as autograd would, keeps
         one more full-size activation per block alive (+18% peak memory for ECA-ResNet-50).
@@ -104,10 +124,6 @@ class EfficientChannelAttention(nn.Module):
         than in ResNet-50 stays alive). Whichever is overwritten must not be used again.
         Without autograd (eval, ``torch.no_grad``) the same ops run with no Function around them.
         """
-        if torch.compiler.is_compiling():
-            # Plain differentiable ops, which the compiler fuses better than any eager trick.
-            gate = _as_4d(self._gate(x)[1], x)
-            return x * gate if identity is None else torch.relu(torch.addcmul(identity, x, gate))
         with torch.no_grad():
             pooled, gate = self._gate(x)
         weight = self.conv.weight
@@ -124,18 +140,46 @@ class EfficientChannelAttention(nn.Module):
         return _scale_add_relu_(x, identity, gate, overwrite_identity)
 
     def _gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Pooled responses and sigmoid gate, both (N, 1, C) in ``conv.weight``'s dtype.
+        """Pooled responses and sigmoid gate, both (N, 1, C) in ``conv.weight``'s dtype: the one
+        gate computation of every path, so the gate stays float32 under autocast everywhere.
 
-        The conv runs as a module call so that hooks on it (FLOP counters) see it, with
-        autocast off so that the gate keeps full precision when ``x`` is bfloat16 or half.
+        In eager mode the conv runs as a module call (FLOP counters hook it) with autocast
+        off. A captured graph cannot record autocast being turned off (TorchScript, tracing
+        and FX drop it, and the graph may run under autocast later), so there the k-tap
+        convolution is spelled out as k shifted products, operators autocast leaves alone.
         """
-        pooled = x.mean(dim=(2, 3), dtype=self.conv.weight.dtype).unsqueeze(1)
-        with _autocast_off(x.device.type):
-            gate = torch.sigmoid(self.conv(pooled))
-        return pooled, gate
+        weight = self.conv.weight
+        pooled = x.mean(dim=(2, 3), dtype=weight.dtype).unsqueeze(1)
+        if torch.jit.is_scripting() or capturing_graph():
+            padded = F.pad(pooled, (self.padding, self.padding))
+            channels = pooled.shape[-1]
+            logits = padded[:, :, 0:channels] * weight[:, :, 0:1]
+            for tap in range(1, self.k_size):
+                logits = logits + padded[:, :, tap : tap + channels] * weight[:, :, tap : tap + 1]
+        else:
+            logits = self._conv_without_autocast(pooled)
+        return pooled, torch.sigmoid(logits)
+
+    @torch.jit.unused
+    def _conv_without_autocast(self, pooled: torch.Tensor) -> torch.Tensor:
+        with _autocast_off(pooled.device.type):
+            return self.conv(pooled)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}"
+
+
+@torch.jit.unused
+def capturing_graph() -> bool:
+    """Whether a graph is being recorded rather than run: TorchScript tracing (also ONNX's
+    TorchScript exporter), torch.compile and torch.export (also ONNX's default exporter),
+    FX symbolic tracing (torchvision's ``create_feature_extractor``).
+
+    Such graphs must hold ordinary operators: the eager path's autograd Functions and
+    ``out=`` writes cannot be exported, traced or compiled. TorchScript does not compile it:
+    callers check ``torch.jit.is_scripting()`` first.
+    """
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or is_fx_symbolic_tracing()
 
 
 def _autocast_off(device_type: str) -> ContextManager:

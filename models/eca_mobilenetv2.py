@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .eca import EfficientChannelAttention, KernelSizeSpec, parse_kernel_sizes
+from .features import FeatureInfo, FeatureSpec
 from .registry import register_model
 
 __all__ = ["ECAMobileNetV2", "InvertedResidual", "eca_mobilenet_v2", "INVERTED_RESIDUAL_SETTING"]
@@ -55,6 +56,10 @@ class InvertedResidual(nn.Module):
 
 
 class ECAMobileNetV2(nn.Module):
+    """MobileNetV2 with ECA, and timm's backbone interface: ``feature_info`` (the last block
+    at each stride: 16, 24, 32, 96 and 320 channels at strides 2 to 32), ``forward_features``
+    (the 1280-channel map before pooling) and ``reset_classifier``."""
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -71,14 +76,24 @@ class ECAMobileNetV2(nn.Module):
             kernel_sizes = [1 if c < 96 else 3 for _, c, n, _ in INVERTED_RESIDUAL_SETTING for _ in range(n)]
         kernel_sizes = list(kernel_sizes)
         features: List[nn.Module] = [ConvBNReLU(3, input_channel, stride=2)]
+        last_block_at_stride = {}
+        stride = 2
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
             output_channel = int(c * width_mult)
+            stride *= s
             for index in range(n):
                 k_size = kernel_sizes[len(features) - 1]
                 features.append(InvertedResidual(input_channel, output_channel, s if index == 0 else 1, t, k_size))
                 input_channel = output_channel
+            last_block_at_stride[stride] = FeatureSpec(
+                num_chs=output_channel, reduction=stride, module=f"features.{len(features) - 1}"
+            )
         features.append(ConvBNReLU(input_channel, self.last_channel, kernel_size=1))
         self.features = nn.Sequential(*features)
+        self.forward_steps = tuple(f"features.{index}" for index in range(len(features)))
+        self.feature_info = FeatureInfo(last_block_at_stride.values())
+        self.num_features = self.last_channel
+        self.num_classes = num_classes
         self.classifier = nn.Sequential(nn.Dropout(0.25), nn.Linear(self.last_channel, num_classes))
         self._init_weights()
 
@@ -96,9 +111,24 @@ class ECAMobileNetV2(nn.Module):
                 nn.init.normal_(module.weight, 0, 0.01)
                 nn.init.zeros_(module.bias)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last 1x1 convolution's 1280-channel map, before pooling."""
+        return self.features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        return self.classifier(x.mean(dim=(2, 3)))
+        return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier for ``num_classes``, initialised as the original's (N(0, 0.01), zero
+        bias); 0 removes it, and ``forward`` returns the pooled features."""
+        self.num_classes = num_classes
+        if num_classes > 0:
+            linear = nn.Linear(self.num_features, num_classes)
+            nn.init.normal_(linear.weight, 0, 0.01)
+            nn.init.zeros_(linear.bias)
+            self.classifier[1] = linear
+        else:
+            self.classifier[1] = nn.Identity()
 
 
 def block_output_channels(width_mult: float = 1.0) -> List[int]:

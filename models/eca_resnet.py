@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .eca import EfficientChannelAttention, KernelSizeSpec, parse_kernel_sizes
+from .features import FeatureInfo, FeatureSpec
 from .registry import register_model
 
 __all__ = [
@@ -55,7 +56,12 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 class _AttentiveBlock(nn.Module):
     """Holds the optional attention module under the name the checkpoints expect."""
 
+    attention_names = ("eca", "se")
+    """The names the released checkpoints and SENet's use; the block ending looks for each."""
+
     def _set_attention(self, attention: Optional[nn.Module], attention_name: str) -> None:
+        if attention_name not in self.attention_names:
+            raise ValueError(f"attention_name must be one of {self.attention_names}, got {attention_name!r}")
         self.attention_name = attention_name if attention is not None else None
         if attention is not None:
             setattr(self, attention_name, attention)
@@ -63,15 +69,18 @@ class _AttentiveBlock(nn.Module):
     def _attend_add_relu(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """The block's ending: attention on ``out``, the residual addition, the ReLU.
 
-        ECA does all three in one in-place call, which saves no extra activation for
-        backward; it may overwrite ``out`` (the last BatchNorm's output) or, in a block with
-        a downsample branch, ``identity`` (that branch's output), both temporaries here.
+        ECA does all three in one call, in place in eager mode, which saves no extra
+        activation for backward; it may overwrite ``out`` (the last BatchNorm's output) or,
+        in a block with a downsample branch, ``identity`` (that branch's output), both
+        temporaries here. The attention is looked up by name with ``hasattr`` and
+        ``isinstance``, which TorchScript resolves when it compiles the block.
         """
-        attention = None if self.attention_name is None else getattr(self, self.attention_name)
-        if isinstance(attention, EfficientChannelAttention):
-            return attention(out, identity, overwrite_identity=self.downsample is not None)
-        if attention is not None:
-            out = attention(out)
+        if hasattr(self, "eca"):
+            if isinstance(self.eca, EfficientChannelAttention):
+                return self.eca(out, identity, self.downsample is not None)
+            out = self.eca(out)
+        elif hasattr(self, "se"):
+            out = self.se(out)
         return self.relu(out + identity)
 
 
@@ -98,7 +107,9 @@ class BasicBlock(_AttentiveBlock):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = x
+        if self.downsample is not None:
+            identity = self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         return self._attend_add_relu(self.bn2(self.conv2(out)), identity)
 
@@ -128,7 +139,9 @@ class Bottleneck(_AttentiveBlock):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = x
+        if self.downsample is not None:
+            identity = self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self._attend_add_relu(self.bn3(self.conv3(out)), identity)
@@ -147,9 +160,16 @@ RESNET_LAYOUTS: Dict[int, Tuple[Block, Tuple[int, int, int, int]]] = {
 
 
 class ResNet(nn.Module):
-    """A ResNet for 3-channel inputs of at least 32 x 32 pixels (global pooling is adaptive)."""
+    """A ResNet for 3-channel inputs of at least 32 x 32 pixels (global pooling is adaptive).
+
+    Beside ``forward`` it has timm's interface for reuse as a backbone: ``feature_info``
+    (the stem's and each stage's output: channels, stride, module), ``forward_features``
+    (the last stage's map, before pooling) and ``reset_classifier``.
+    """
 
     stage_planes = (64, 128, 256, 512)
+    forward_steps = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    """The children ``forward_features`` runs, in order (what ``FeatureListNet`` runs)."""
 
     def __init__(
         self,
@@ -171,7 +191,16 @@ class ResNet(nn.Module):
             stages.append(self._make_layer(block, planes, blocks, stride, stage, attention, attention_name))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.num_features = 512 * block.expansion
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+        self.feature_info = FeatureInfo(
+            [FeatureSpec(num_chs=64, reduction=2, module="relu")]
+            + [
+                FeatureSpec(num_chs=planes * block.expansion, reduction=4 * 2**stage, module=f"layer{stage + 1}")
+                for stage, planes in enumerate(self.stage_planes)
+            ]
+        )
         self._init_weights()
 
     def _make_layer(
@@ -217,11 +246,19 @@ class ResNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map, before pooling."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for ``num_classes``; 0 removes it, and
+        ``forward`` returns the pooled features."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 def stage_kernel_sizes(block: Block, k_size: KernelSizeSpec) -> List[int]:

@@ -1,8 +1,10 @@
 """A name -> constructor registry, so scripts can build any model from a command-line string."""
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 from torch import nn
+
+from .features import FeatureListNet
 
 __all__ = ["register_model", "create_model", "list_models"]
 
@@ -22,12 +24,22 @@ def list_models() -> List[str]:
     return sorted(_model_constructors)
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; an unknown name is a ValueError that lists the valid ones."""
+def create_model(
+    name: str, features_only: bool = False, out_indices: Optional[Sequence[int]] = None, **kwargs
+) -> nn.Module:
+    """Build a registered model; an unknown name is a ValueError that lists the valid ones.
+
+    ``features_only`` gives the backbone instead, as timm does: a :class:`FeatureListNet`
+    returning the feature maps ``out_indices`` picks from the model's ``feature_info``
+    (default: all of them) as a list.
+    """
     try:
         constructor = _model_constructors[name]
     except KeyError:
         raise ValueError(
             f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
         ) from None
-    return constructor(**kwargs)
+    model = constructor(**kwargs)
+    if not features_only:
+        return model
+    return FeatureListNet(model, range(len(model.feature_info)) if out_indices is None else out_indices)

@@ -248,6 +248,8 @@ def load_model(
     k_size: Any = None,
     num_classes: Optional[int] = None,
     strict: bool = True,
+    features_only: bool = False,
+    out_indices: Optional[Sequence[int]] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Build the model a checkpoint file holds and load its weights.
 
@@ -256,7 +258,9 @@ def load_model(
     holds and what to pass), except ``num_classes``: a different count leaves the classifier
     freshly initialised, for fine-tuning. A wrong ``arch`` string inside the file is ignored
     with a CheckpointWarning. ``strict=False`` instead builds ``arch`` as asked and loads the
-    tensors whose names and shapes fit, warning how many did not.
+    tensors whose names and shapes fit, warning how many did not. ``features_only`` returns
+    the backbone (``models.FeatureListNet``, ``out_indices`` as in ``models.create_model``)
+    and says in a CheckpointWarning that the classifier is left out.
 
     ``info`` holds ``arch``, the constructor ``kwargs``, the file's ``epoch`` and
     ``best_prec1`` (a float or None), and the loaded ``checkpoint`` dict itself, so a caller
@@ -295,6 +299,9 @@ def load_model(
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(classifier + ".")}
     model = models.create_model(arch, **kwargs)
     model.load_state_dict(state_dict, strict=len(state_dict) == len(_layout(arch)[0]))
+    if features_only:
+        warnings.warn(f"{path}: features only, the classifier '{classifier}' is left out", CheckpointWarning, stacklevel=2)
+        model = models.FeatureListNet(model, range(len(model.feature_info)) if out_indices is None else out_indices)
     return model, _info(arch, kwargs, checkpoint)
 
 
