@@ -1,0 +1,359 @@
+"""Train and evaluate the paper's COCO detectors (Faster R-CNN, Mask R-CNN, RetinaNet over
+ECA-ResNet and its baselines) with MMDetection v1's 1x recipe.
+
+    python detect.py -a maskrcnn_eca_resnet50_fpn --backbone-weights eca_resnet50_k3557.pth.tar /data/coco
+    python detect.py --evaluate --resume maskrcnnecanet50k3377bs8_lr0.01.pth /data/coco
+
+Runs like main.py: the CPU, one GPU, or DistributedDataParallel under torchrun /
+--world-size (only rank 0 writes; the COCO evaluation gathers every rank's detections).
+The loops live in utils/detection_engine.py, the data in utils/coco.py, the evaluation in
+utils/coco_eval.py, checkpoint files in utils/detection_checkpoint.py.
+"""
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from main import (
+    UsageError,
+    _Parser,
+    amp_settings,
+    checkpoint_args,
+    finish_epoch,
+    parse_ksize,
+    prepare_run_dir,
+    resume_state,
+    run_directory,
+    select_device,
+    wrap_model,
+)
+from models.detection import create_detector, detector_names
+from utils.checkpoint import CheckpointError, CheckpointSaveError
+from utils.coco import CocoDetection, build_coco_loader, coco_split_paths
+from utils.console import show_warnings_as_one_line
+from utils.data import DataError, start_epoch
+from utils.detection_checkpoint import load_backbone_weights, load_detector
+from utils.detection_engine import DetectionSchedule, evaluate, train_one_epoch
+from utils.distributed import DistributedContext, PeerFailedError, cleanup, init_distributed, parameters_agree, run_on_main
+from utils.engine import NonFiniteLossError
+from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
+from utils.run_log import RunLog
+
+DEFAULT_ARCH = "maskrcnn_eca_resnet50_fpn"
+REFERENCE_BATCH, REFERENCE_LR = 8, 0.01
+"""The released detectors' recipe: 8 images per step at lr 0.01 (0.02 for 16: the lr scales with -b)."""
+
+CSV_FIELDS = (
+    "epoch", "lr", "train_loss", "train_images_per_s",
+    "val_bbox_AP", "val_bbox_AP50", "val_bbox_AP75", "val_segm_AP", "val_segm_AP50", "val_segm_AP75", "epoch_seconds",
+)
+"""log.csv's columns: AP in percent, nan for epochs without an evaluation (--eval-interval) and segm without masks."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = _Parser(description="COCO detection training and evaluation (MMDetection v1's 1x recipe)", prog="detect.py")
+    parser.add_argument("data", nargs="?", metavar="DIR",
+                        help="COCO root: train2017/, val2017/, annotations/instances_{train,val}2017.json")
+    parser.add_argument("--train-images", metavar="DIR", help="training image folder (default DIR/train2017)")
+    parser.add_argument("--train-annotations", metavar="FILE",
+                        help="training annotation file (default DIR/annotations/instances_train2017.json)")
+    parser.add_argument("--val-images", metavar="DIR", help="validation image folder (default DIR/val2017)")
+    parser.add_argument("--val-annotations", metavar="FILE",
+                        help="validation annotation file (default DIR/annotations/instances_val2017.json)")
+    parser.add_argument("-a", "--arch", metavar="ARCH", default=None,
+                        help=f"detector: {' | '.join(detector_names)} (default: the checkpoint's with --resume, else {DEFAULT_ARCH})")
+    parser.add_argument("--ksize", default=None, metavar="K",
+                        help="ECA kernel size per backbone stage, e.g. 3377 (default: the detector's released k, or the checkpoint's)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classifier outputs, counting background for the R-CNNs (default: the checkpoint's, "
+                        "else the data's categories, + 1 for the R-CNNs)")
+    parser.add_argument("-j", "--workers", default=4, type=int, metavar="N", help="data-loading workers per process")
+    parser.add_argument("--epochs", default=12, type=int, metavar="N", help="total epochs (default 12, the 1x schedule)")
+    parser.add_argument("-b", "--batch-size", default=REFERENCE_BATCH, type=int, metavar="N",
+                        help=f"total images per step over all processes (default {REFERENCE_BATCH}, the released detectors')")
+    parser.add_argument("--lr", "--learning-rate", default=None, type=float, metavar="LR",
+                        help=f"learning rate (default {REFERENCE_LR} x batch / {REFERENCE_BATCH}: 0.02 for 16 images)")
+    parser.add_argument("--lr-steps", default=[8, 11], type=int, nargs="+", metavar="E",
+                        help="divide the lr by 10 after these epochs (default 8 11)")
+    parser.add_argument("--warmup-iters", default=500, type=int, metavar="N",
+                        help="linear warm-up steps from 1/3 of the lr (default 500)")
+    parser.add_argument("--momentum", default=0.9, type=float, metavar="M")
+    parser.add_argument("--wd", "--weight-decay", default=1e-4, type=float, metavar="W", dest="weight_decay")
+    parser.add_argument("--clip-grad", default=35.0, type=float, metavar="NORM",
+                        help="clip the gradients' total norm (default 35; 0 turns it off)")
+    parser.add_argument("--min-size", type=int, default=None, metavar="S",
+                        help="resize images to this short side (default 800, as MMDetection v1)")
+    parser.add_argument("--max-size", type=int, default=None, metavar="S",
+                        help="... keeping the long side at most this (default 1333)")
+    parser.add_argument("--detector-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="another setting of torchvision's detector constructor, e.g. box_batch_size_per_image=128 "
+                        "(repeatable; numbers and true/false)")
+    parser.add_argument("-p", "--print-freq", default=20, type=int, metavar="N", help="progress line every N steps")
+    parser.add_argument("--eval-interval", default=1, type=int, metavar="N",
+                        help="evaluate every N epochs, and after the last (default 1)")
+    parser.add_argument("--resume", default="", type=str, metavar="PATH",
+                        help="continue from a detect.py checkpoint; with --evaluate, evaluate any detection "
+                        "checkpoint, a released MMDetection v1 file included")
+    parser.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the validation set and exit")
+    parser.add_argument("--backbone-weights", default="", metavar="PATH",
+                        help="start the backbone from an ImageNet checkpoint (main.py's or a released one)")
+    parser.add_argument("--bad-images", default="skip", choices=["skip", "error"],
+                        help="an unreadable image file: skip it and count it, or stop with an error naming it")
+    parser.add_argument("--output-dir", default=None, metavar="DIR",
+                        help="run directory for checkpoints, logs and detections (default: runs/<arch>_<action>)")
+    parser.add_argument("--action", default="", type=str, help="run name suffix")
+    parser.add_argument("--seed", default=None, type=int, help="seed everything, for reproducible runs")
+    parser.add_argument("--gpu", default=None, type=int, help="use this one GPU (default: the current one)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision: bf16, or fp16 with loss scaling")
+    parser.add_argument("--world-size", default=1, type=int, help="number of processes (without torchrun)")
+    parser.add_argument("--rank", default=0, type=int, help="this process's rank (without torchrun)")
+    parser.add_argument("--dist-url", default="tcp://127.0.0.1:23456", type=str, help="rendezvous URL (without torchrun)")
+    parser.add_argument("--dist-backend", default=None, type=str, choices=["nccl", "gloo"],
+                        help="default: nccl with CUDA, gloo without")
+    return parser
+
+
+def parse_detector_args(pairs: Sequence[str]) -> Dict[str, Any]:
+    """``KEY=VALUE`` strings as constructor keyword arguments (int, float or bool values)."""
+    parsed: Dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, text = pair.partition("=")
+        if not separator or not key.isidentifier():
+            raise UsageError(f"--detector-arg {pair!r}: expected KEY=VALUE, e.g. box_batch_size_per_image=128")
+        if text.lower() in ("true", "false"):
+            parsed[key] = text.lower() == "true"
+            continue
+        for kind in (int, float):
+            try:
+                parsed[key] = kind(text)
+                break
+            except ValueError:
+                continue
+        else:
+            raise UsageError(f"--detector-arg {pair!r}: the value must be a number or true/false")
+    return parsed
+
+
+def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """What goes to the detector's constructor besides k and classes: sizes and --detector-arg."""
+    kwargs = parse_detector_args(args.detector_arg)
+    for name in ("min_size", "max_size"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    return kwargs
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before any process group, dataset or model exists."""
+    if args.arch is not None and args.arch not in detector_names:
+        raise UsageError(f"unknown detector {args.arch!r}; choose one of: {', '.join(detector_names)}")
+    if args.data is None and not (args.val_images and args.val_annotations and (args.evaluate or (args.train_images and args.train_annotations))):
+        raise UsageError("give the COCO root DIR, or --train-images/--train-annotations and --val-images/--val-annotations")
+    for name in ("batch_size", "epochs", "print_freq", "num_classes", "min_size", "max_size", "eval_interval"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("workers", "warmup_iters", "clip_grad"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if args.lr is not None and args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.resume and args.backbone_weights:
+        raise UsageError("give --resume (a detector) or --backbone-weights (an ImageNet backbone), not both")
+    for flag, path in (("--resume", args.resume), ("--backbone-weights", args.backbone_weights)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path}: no such file")
+    if args.gpu is not None and not (torch.cuda.is_available() and 0 <= args.gpu < torch.cuda.device_count()):
+        available = f"{torch.cuda.device_count()} GPU(s) visible" if torch.cuda.is_available() else "CUDA is not available"
+        raise UsageError(f"--gpu {args.gpu}: {available}")
+    if not 0 <= args.rank < max(args.world_size, 1):
+        raise UsageError(f"--rank {args.rank} is outside --world-size {args.world_size}")
+    if args.dist_backend == "nccl" and not torch.cuda.is_available():
+        raise UsageError("--dist-backend nccl needs CUDA; use gloo on CPU-only machines")
+    kwargs = detector_kwargs(args)
+    if args.resume:
+        return
+    arch = args.arch or DEFAULT_ARCH
+    try:
+        with torch.device("meta"):
+            create_detector(arch, k_size=parse_ksize(args.ksize), **kwargs)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"{arch}: {str(error).splitlines()[0]}") from None
+
+
+def split_paths(args: argparse.Namespace, split: str) -> Tuple[str, str]:
+    """(image folder, annotation file) of a split: the flags, else COCO's own layout under DIR."""
+    images, annotations = getattr(args, f"{split}_images"), getattr(args, f"{split}_annotations")
+    if images and annotations:
+        return images, annotations
+    default_images, default_annotations = coco_split_paths(args.data, split)
+    return images or default_images, annotations or default_annotations
+
+
+def is_rcnn(arch: str) -> bool:
+    return not arch.startswith("retinanet")
+
+
+def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module, str, Dict[str, Any], Optional[Dict[str, Any]]]:
+    """(detector, arch, its constructor kwargs, the checkpoint it continues or None)."""
+    kwargs = detector_kwargs(args)
+    if args.resume:
+        model, info = load_detector(args.resume, arch=args.arch, k_size=parse_ksize(args.ksize), num_classes=args.num_classes, **kwargs)
+        if info["format"] == "mmdet_v1" and not args.evaluate:
+            raise UsageError(f"{args.resume} is a released MMDetection v1 detector: evaluate it with --evaluate --resume")
+        return model, info["arch"], info["kwargs"], info["checkpoint"] if not args.evaluate else None
+    arch = args.arch or DEFAULT_ARCH
+    num_classes = args.num_classes or data_classes + int(is_rcnn(arch))
+    kwargs = {**kwargs, "num_classes": num_classes}
+    if args.ksize is not None:
+        kwargs["k_size"] = parse_ksize(args.ksize)
+    return create_detector(arch, **kwargs), arch, kwargs, None
+
+
+def object_classes(arch: str, kwargs: Dict[str, Any]) -> int:
+    """The object categories a detector tells apart (background not counted)."""
+    return kwargs["num_classes"] - int(is_rcnn(arch))
+
+
+def plain_values(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Constructor kwargs a checkpoint can hold under weights_only (``k_size`` as a string or list)."""
+    return {key: value for key, value in kwargs.items() if isinstance(value, (str, int, float, bool, list, tuple))}
+
+
+def run(args: argparse.Namespace) -> int:
+    validate_args(args)
+    context = init_distributed(args.world_size, args.dist_url, args.rank, args.dist_backend)
+    try:
+        return _run(args, context)
+    finally:
+        cleanup(context)
+
+
+def _run(args: argparse.Namespace, context: DistributedContext) -> int:
+    log = (lambda line: print(line, flush=True)) if context.is_main else (lambda line: None)
+    device = select_device(args, context)
+    if args.seed is not None:
+        seed_everything(args.seed)
+        torch.backends.cudnn.deterministic = True
+
+    val_set = CocoDetection(*split_paths(args, "val"), train=False)
+    model, arch, kwargs, checkpoint = build_model(args, val_set.num_classes)
+    train_set = None
+    if not args.evaluate:
+        train_set = CocoDetection(*split_paths(args, "train"), train=True, with_masks=arch.startswith("maskrcnn"))
+        if train_set.category_ids != val_set.category_ids:
+            raise DataError(f"{train_set.annotation_file} and {val_set.annotation_file} have different categories")
+    if val_set.num_classes > object_classes(arch, kwargs):
+        raise UsageError(
+            f"the data has {val_set.num_classes} categories but {arch} tells only {object_classes(arch, kwargs)} apart; "
+            f"pass --num-classes {val_set.num_classes + int(is_rcnn(arch))}"
+        )
+    if args.backbone_weights:
+        log(load_backbone_weights(model, args.backbone_weights))
+    if args.evaluate:
+        run_dir = run_directory(args, arch)
+        if context.is_main:
+            os.makedirs(run_dir, exist_ok=True)
+    else:
+        run_dir = prepare_run_dir(args, arch, log) if context.is_main else run_directory(args, arch)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"=> {arch} ({trainable:,} trainable parameters) on {device}"
+        + (f", {context.world_size} processes ({context.backend})" if context.enabled else ""))
+
+    args.channels_last, args.compile = False, False
+    train_model, eval_model = wrap_model(model, args, device, context)
+    if isinstance(train_model, nn.DataParallel):  # DataParallel cannot scatter lists of images of different sizes
+        train_model = eval_model = model
+    amp_dtype, scaler = amp_settings(args.amp, device)
+    pin_memory = device.type == "cuda"
+    data_seed = args.seed or 0
+    per_process = args.batch_size // context.world_size
+    if args.batch_size % context.world_size:
+        raise UsageError(f"-b {args.batch_size} does not split evenly over {context.world_size} processes")
+    val_loader = build_coco_loader(val_set, False, per_process, args.workers, data_seed, context, pin_memory)
+    iou_types = ("bbox", "segm") if arch.startswith("maskrcnn") else ("bbox",)
+    results_file = os.path.join(run_dir, "detections_val.json")
+    eval_kwargs = dict(iou_types=iou_types, print_freq=args.print_freq, amp_dtype=amp_dtype, bad_images=args.bad_images)
+
+    if args.evaluate:
+        evaluate(eval_model, val_loader, val_set, device, context, log, results_file=results_file, **eval_kwargs)
+        return 0
+
+    lr = args.lr if args.lr is not None else REFERENCE_LR * args.batch_size / REFERENCE_BATCH
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    start, best_ap = 0, -1.0
+    if checkpoint is not None:
+        start, _ = resume_state(checkpoint, optimizer, scaler)
+        best_ap = float(checkpoint.get("best_ap", -1.0))
+        log(f"=> resumed {args.resume} at epoch {start}")
+    train_loader = build_coco_loader(train_set, True, per_process, args.workers, data_seed, context, pin_memory)
+    schedule = DetectionSchedule(lr, len(train_loader), args.lr_steps, warmup_iters=args.warmup_iters)
+    run_log = RunLog(run_dir, first_epoch=start, fields=CSV_FIELDS) if context.is_main else None
+    if checkpoint is not None and "rng" in checkpoint:
+        restore_rng_state(checkpoint["rng"])
+
+    for epoch in range(start, args.epochs):
+        start_epoch(train_loader, epoch)
+        train_stats = train_one_epoch(
+            train_model, optimizer, train_loader, device, epoch, schedule, context, log, print_freq=args.print_freq,
+            amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=args.clip_grad or None, bad_images=args.bad_images,
+        )
+        stats: Optional[Dict[str, List[float]]] = None
+        if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:
+            stats = evaluate(eval_model, val_loader, val_set, device, context, log, results_file=results_file, **eval_kwargs)
+        ap = stats["bbox"][0] if stats else -1.0
+        is_best = ap > best_ap
+        best_ap = max(ap, best_ap)
+        state = {
+            "epoch": epoch + 1,
+            "arch": arch,
+            "state_dict": model.state_dict(),
+            "detector_kwargs": plain_values({k: v for k, v in kwargs.items() if k not in ("k_size", "num_classes")}),
+            "classes": list(train_set.classes),
+            "best_ap": best_ap,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "args": checkpoint_args(args),
+            "rng": capture_rng_state(),
+        }
+        row = epoch_row(epoch, train_stats, stats)
+        run_on_main(lambda: finish_epoch(run_dir, run_log, row, state, is_best), context, device, f"to save epoch {epoch}")
+    if run_log is not None:
+        run_log.close()
+    if context.enabled:
+        if not parameters_agree(model, context):
+            raise RuntimeError("the processes ended training with different weights; DistributedDataParallel lost sync")
+        log(f"=> weights identical on all {context.world_size} processes")
+    log(f"=> best bbox AP {100 * max(best_ap, 0.0):.1f}; checkpoints in {run_dir}")
+    return 0
+
+
+def epoch_row(epoch: int, train: Dict[str, float], stats: Optional[Dict[str, List[float]]]) -> Dict[str, float]:
+    row = {"epoch": epoch, "lr": train["lr"], "train_loss": train["loss"], "train_images_per_s": train["images_per_s"],
+           "epoch_seconds": train["seconds"]}
+    for iou_type in ("bbox", "segm"):
+        values = (stats or {}).get(iou_type)
+        for index, suffix in enumerate(("AP", "AP50", "AP75")):
+            row[f"val_{iou_type}_{suffix}"] = 100 * values[index] if values else float("nan")
+    return row
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    show_warnings_as_one_line()
+    try:
+        return run(args)
+    except (UsageError, CheckpointError, DataError) as error:
+        print(f"detect.py: error: {error}", file=sys.stderr)
+        return 2
+    except (NonFiniteLossError, CheckpointSaveError, PeerFailedError) as error:
+        print(f"detect.py: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
