@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 __all__ = [
     "DistributedContext",
@@ -51,16 +52,36 @@ def init_distributed(world_size: int, dist_url: Optional[str], rank: int, backen
     if _launched_by_torchrun():
         rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ["LOCAL_RANK"])
-        init_method = "env://"
+        rendezvous = {"store": _torchrun_store(rank, world_size)}
     elif world_size > 1:
         local_rank = rank % max(torch.cuda.device_count(), 1)
-        init_method = dist_url
+        rendezvous = {"init_method": dist_url}
     else:
         return DistributedContext()
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size, rank=rank)
+    dist.init_process_group(backend=backend, world_size=world_size, rank=rank, **rendezvous)
     return DistributedContext(True, rank, world_size, local_rank, backend)
+
+
+def _torchrun_store(rank: int, world_size: int) -> dist.Store:
+    """torchrun's key-value store, seen through a prefix of its own for each restart.
+
+    After an elastic restart the agent's store still holds the previous workers' addresses
+    under the same keys: a new worker that reads one pairs with a dead or dying process and
+    fails, or waits for it until the collective timeout. A prefix per restart count keeps
+    each group of workers to its own keys.
+    """
+    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=rank == 0 and not agent_hosts_store,
+        timeout=default_pg_timeout,
+        multi_tenant=True,
+    )
+    return dist.PrefixStore(f"restart_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def all_reduce_sum(tensor: torch.Tensor, context: DistributedContext) -> torch.Tensor:

@@ -1,0 +1,266 @@
+"""Long runs on shared clusters, as they really happen: real signals and kill -9 sent to real
+main.py processes, torchrun restarting a killed worker, a file-size limit making a save fail.
+
+Every interrupted run is continued with ``--resume auto`` (the same command line as its first
+start) and must end with bitwise the weights and optimizer state of an uninterrupted run, and
+the same log.csv apart from the timing columns.
+"""
+
+import csv
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import main as main_module
+from test_robustness import make_images
+from utils.checkpoint import load_checkpoint_file
+from utils.preemption import EXIT_STOPPED
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS_PER_EPOCH = 6  # 24 training images, batch 4
+EPOCHS = 2
+RUN = [
+    "-a", "eca_mobilenet_v2", "--image-size", "32", "--min-scale", "0.3", "-b", "4", "-p", "1", "--seed", "0",
+    "--lr", "0.01", "--epochs", EPOCHS, "--resume", "auto", "--checkpoint-every", "4",
+]
+TIMING_COLUMNS = {"train_images_per_s", "epoch_seconds"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Runs in this process use one thread, as the subprocesses (OMP_NUM_THREADS=1): the thread
+    count can change how a convolution sums, and so the last bits of the weights."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Three classes of the demo's shapes, 8 training and 2 validation JPEGs each, 32 x 32."""
+    return make_images(tmp_path_factory.mktemp("shapes"), train_per_class=8, val_per_class=2)
+
+
+def command(data, run_dir, workers=0, extra=()):
+    return [str(data), *map(str, RUN), "-j", str(workers), "--output-dir", str(run_dir), *map(str, extra)]
+
+
+def start(argv, **kwargs):
+    return subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, env=ENV, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """The run nothing interrupts (``--resume auto`` in an empty directory starts it fresh)."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    assert main_module.main(command(data, run_dir)) == 0
+    return run_dir
+
+
+def csv_rows(run_dir):
+    """log.csv without the timing columns, which no two runs share."""
+    with open(Path(run_dir) / "log.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def assert_same_run(expected_dir, actual_dir):
+    """Bitwise the same weights, optimizer state and position; the same log, each epoch once."""
+    expected = load_checkpoint_file(Path(expected_dir) / "checkpoint.pth.tar")
+    actual = load_checkpoint_file(Path(actual_dir) / "checkpoint.pth.tar")
+    assert (actual["epoch"], actual["best_prec1"]) == (expected["epoch"], expected["best_prec1"])
+    assert [k for k in expected["state_dict"] if not torch.equal(expected["state_dict"][k], actual["state_dict"][k])] == []
+    expected_momentum = [s["momentum_buffer"] for s in expected["optimizer"]["state"].values()]
+    actual_momentum = [s["momentum_buffer"] for s in actual["optimizer"]["state"].values()]
+    assert len(actual_momentum) == len(expected_momentum)
+    assert all(torch.equal(a, b) for a, b in zip(actual_momentum, expected_momentum))
+    assert csv_rows(actual_dir) == csv_rows(expected_dir)
+    assert [int(row["epoch"]) for row in csv_rows(actual_dir)] == list(range(EPOCHS))
+    assert not any(name.endswith(".tmp") for name in os.listdir(actual_dir))
+
+
+def tensorboard_steps(run_dir, tag="train/loss"):
+    """The epochs TensorBoard shows for a tag, after it has purged what resumed runs replaced."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def stop_with_signals(argv, run_dir, first, at_line, second):
+    """Start main.py, send ``first`` after its ``at_line``-th progress line and ``second`` while
+    the checkpoint it triggers is being written; returns (exit code, stdout)."""
+    process = start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines, saw_the_save = [], False
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Epoch:") and sum(seen.startswith("Epoch:") for seen in lines) == at_line:
+                process.send_signal(first)
+                while process.poll() is None and not saw_the_save:
+                    saw_the_save = any(name.startswith(".checkpoint_step.pth.tar.") for name in os.listdir(run_dir))
+                    time.sleep(0.0005)
+                if saw_the_save:
+                    process.send_signal(second)
+        code = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert saw_the_save, "the stop's checkpoint was never seen being written"
+    return code, "".join(lines) + process.stderr.read()
+
+
+def test_signals_at_random_steps_then_resume_auto_end_bitwise_as_the_uninterrupted_run(data, uninterrupted, tmp_path):
+    """SIGUSR1 in the first epoch, SIGTERM in the second, each at a random step and each with a
+    second signal while its checkpoint is being written; -j 3, then -j 0 for the rest."""
+    run_dir = tmp_path / "run"
+    picks = random.Random()
+    first_stop = picks.randrange(1, STEPS_PER_EPOCH - 2)  # progress lines; the run may be a step ahead
+    second_stop = picks.randrange(1, STEPS_PER_EPOCH - 2)
+    where = f"(stops after progress lines {first_stop} and {second_stop})"
+
+    code, out = stop_with_signals(command(data, run_dir, workers=3), run_dir, signal.SIGUSR1, first_stop, signal.SIGTERM)
+    assert code == EXIT_STOPPED, out + where
+    stopped = [line for line in out.splitlines() if line.startswith("=> stopped")]
+    assert len(stopped) == 1 and stopped[0].startswith("=> stopped by SIGUSR1 in epoch 0 after step "), out
+    assert f"saved {run_dir / 'checkpoint_step.pth.tar'}; continue with --resume auto (exit status 75)" in stopped[0]
+    assert "Traceback" not in out
+    saved = load_checkpoint_file(run_dir / "checkpoint_step.pth.tar")
+    assert saved["epoch"] == 0 and 0 < saved["step"] <= STEPS_PER_EPOCH
+
+    code, out = stop_with_signals(command(data, run_dir), run_dir, signal.SIGTERM, STEPS_PER_EPOCH - saved["step"] + second_stop, signal.SIGUSR1)
+    assert code == EXIT_STOPPED, out + where
+    assert f"=> resumed {run_dir / 'checkpoint_step.pth.tar'} at epoch 0, step {saved['step']}/{STEPS_PER_EPOCH}" in out
+    assert "=> stopped by SIGTERM in epoch 1 after step " in out, out + where
+
+    assert main_module.main(command(data, run_dir)) == 0
+    assert_same_run(uninterrupted, run_dir)
+    assert tensorboard_steps(run_dir) == list(range(EPOCHS))
+    assert not (run_dir / "checkpoint_step.pth.tar").exists()
+
+
+def test_kill_9_after_a_mid_epoch_checkpoint_then_resume_auto_ends_bitwise_as_the_uninterrupted_run(data, uninterrupted, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    process = start(command(data, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while process.poll() is None and not (run_dir / "checkpoint_step.pth.tar").exists():
+            time.sleep(0.001)
+        assert process.poll() is None, "the run ended before its first mid-epoch checkpoint"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    step = load_checkpoint_file(run_dir / "checkpoint_step.pth.tar")["step"]
+    stale = run_dir / ".checkpoint_step.pth.tar.k1ll3d_9.tmp"
+    stale.write_bytes(b"the first bytes of a save that was killed")
+
+    assert main_module.main(command(data, run_dir)) == 0
+    out = capsys.readouterr().out
+    assert f"=> removed {stale}, left by a save that was interrupted" in out
+    assert f"=> resumed {run_dir / 'checkpoint_step.pth.tar'} at epoch 0, step {step}/{STEPS_PER_EPOCH}" in out
+    assert_same_run(uninterrupted, run_dir)
+    assert tensorboard_steps(run_dir) == list(range(EPOCHS))
+
+
+def test_the_number_of_workers_does_not_change_the_result(data, uninterrupted, tmp_path):
+    """Each sample's augmentation is seeded from (seed, epoch, index): -j 3 trains as -j 0."""
+    assert main_module.main(command(data, tmp_path, workers=3)) == 0
+    assert_same_run(uninterrupted, tmp_path)
+
+
+def _limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+
+
+def test_a_save_that_fails_for_lack_of_space_keeps_the_previous_checkpoint(data, uninterrupted, tmp_path, capsys):
+    """Files may not grow past 1 MiB (as on a full disk): the epoch's save fails with one line and
+    exit status 1; the previous checkpoints stay byte for byte, no temporary file is left, and
+    the run continues from them once there is space."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    before = {name: (run_dir / name).read_bytes() for name in ("checkpoint.pth.tar", "model_best.pth.tar")}
+    argv = command(data, run_dir, extra=["--epochs", 3, "--checkpoint-every", 1000])
+    result = subprocess.run([sys.executable, "main.py", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=300, preexec_fn=_limit_file_size)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
+    assert errors == [
+        f"main.py: error: cannot write {run_dir / 'checkpoint.pth.tar'}: File too large; "
+        "the previous checkpoint.pth.tar, if any, is unchanged"
+    ], result.stderr
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert not any(name.endswith(".tmp") for name in os.listdir(run_dir))
+
+    assert main_module.main(argv) == 0
+    assert "=> resumed " in capsys.readouterr().out
+    assert [int(row["epoch"]) for row in csv_rows(run_dir)] == [0, 1, 2]
+    assert csv_rows(run_dir)[:2] == csv_rows(uninterrupted)
+    assert load_checkpoint_file(run_dir / "checkpoint.pth.tar")["epoch"] == 3
+
+
+def _children(pid):
+    """The processes whose parent is ``pid``, with their torchrun RANK."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+                found[int(entry)] = int(env.get(b"RANK", b"-1"))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def torchrun(data, run_dir, launcher_flags=()):
+    """Two processes with 4 images each per step (MobileNetV2's BatchNorms see 1 x 1 maps: 2 would diverge)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher_flags,
+            "main.py", *command(data, run_dir, extra=["-b", 8, "--checkpoint-every", 2])]
+
+
+def run_torchrun(argv, kill_a_worker_when=None):
+    """torchrun's (exit code, output); with ``kill_a_worker_when``, rank 0's worker is killed with
+    SIGKILL as soon as that condition holds. Whatever happens, no process of it outlives the test."""
+    launcher = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    try:
+        if kill_a_worker_when is not None:
+            while launcher.poll() is None and not kill_a_worker_when():
+                time.sleep(0.001)
+            workers = {rank: pid for pid, rank in _children(launcher.pid).items()}
+            assert launcher.poll() is None and set(workers) == {0, 1}, "the run ended before the moment to kill a worker"
+            os.kill(workers[0], signal.SIGKILL)
+        out, _ = launcher.communicate(timeout=300)
+        return launcher.returncode, out
+    finally:
+        try:
+            os.killpg(launcher.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        launcher.wait()
+
+
+def test_torchrun_restarts_after_kill_9_of_a_worker_and_ends_as_an_uninterrupted_two_process_run(data, tmp_path):
+    straight, elastic = tmp_path / "straight", tmp_path / "elastic"
+    code, out = run_torchrun(torchrun(data, straight))
+    assert code == 0, out[-3000:]
+
+    elastic_flags = ["--max-restarts", "3", "--monitor-interval", "0.1"]
+    code, out = run_torchrun(torchrun(data, elastic, elastic_flags), lambda: (elastic / "checkpoint_step.pth.tar").exists())
+    assert code == 0, out[-3000:]
+    assert "failed (exitcode: -9) local_rank: 0" in out
+    assert out.count("=> resumed ") == 1 and "checkpoint_step.pth.tar at epoch " in out, out[-3000:]
+    assert "=> weights identical on all 2 processes" in out
+    assert_same_run(straight, elastic)
+    assert tensorboard_steps(elastic) == list(range(EPOCHS))
