@@ -1,42 +1,58 @@
-"""Classify images with a checkpoint: the top-5 ImageNet classes with their probabilities.
+"""Classify images with a checkpoint (the top-5 ImageNet classes with their probabilities), or
+detect objects with a detection checkpoint (boxes, class names, scores and masks, drawn on the
+image and written as a PNG).
 
     python predict.py -a eca_resnet50 --weights eca_resnet50_k3557.pth.tar cat.jpg dog.jpg
+    python predict.py --weights maskrcnnecanet50k3377bs8_lr0.01.pth street.jpg
 
-The images go through the validation transform (resize the short side to 256, centre-crop
-224, normalise), as in evaluation. The model's architecture, ECA kernel sizes and class
-count are read from the checkpoint (``-a`` is optional and checked against it). Class names
-are ImageNet's, as torchvision ships them; a model with another class count prints indices.
+Classification: the images go through the validation transform (resize the short side to 256,
+centre-crop 224, normalise), as in evaluation. The model's architecture, ECA kernel sizes and
+class count are read from the checkpoint (``-a`` is optional and checked against it). Class
+names are ImageNet's, as torchvision ships them; a model with another class count prints indices.
+
+Detection (a detector checkpoint: detect.py's, or a released MMDetection v1 file; or ``-a`` a
+detector name): each image at its own size goes through the detector, which resizes it as it
+was trained; detections scoring at least ``--score-thresh`` are printed and drawn with
+torchvision's draw_bounding_boxes / draw_segmentation_masks into ``<out-dir>/<image>_detections.png``.
+Class names come from the checkpoint, else COCO's for an 80-class detector.
 """
 
 import argparse
+import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.models import ResNet50_Weights
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 import models
-from utils.checkpoint import CheckpointError, load_model
+from models.detection import COCO_CLASSES, detector_names
+from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_model
 from utils.console import show_warnings_as_one_line
 from utils.data import build_transform
+from utils.detection_checkpoint import load_detector
 
 IMAGENET_CLASSES: List[str] = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
 """The 1000 ImageNet-1k class names in WNID-sorted order, the order ImageFolder gives the classes."""
 
 
+def open_rgb(path: str) -> Image.Image:
+    """The image file as RGB; an unreadable file is a ValueError naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        reason = "not an image file" if isinstance(error, UnidentifiedImageError) else error.strerror or str(error)
+        raise ValueError(f"cannot read image {path}: {reason}") from None
+
+
 def read_images(paths: Sequence[str], image_size: int) -> torch.Tensor:
     """The preprocessed images as one batch; an unreadable file is a ValueError naming it."""
     transform = build_transform(train=False, image_size=image_size)
-    batch = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                batch.append(transform(image.convert("RGB")))
-        except (OSError, UnidentifiedImageError) as error:
-            reason = "not an image file" if isinstance(error, UnidentifiedImageError) else error.strerror or str(error)
-            raise ValueError(f"cannot read image {path}: {reason}") from None
-    return torch.stack(batch)
+    return torch.stack([transform(open_rgb(path)) for path in paths])
 
 
 def class_label(index: int, num_classes: int) -> str:
@@ -53,13 +69,86 @@ def format_predictions(path: str, probabilities: torch.Tensor, topk: int) -> str
     return "\n".join(lines)
 
 
+def holds_detector(path: str, arch: Optional[str]) -> bool:
+    """Whether to run detection: ``-a`` names a detector, or the file's weights are a detector's."""
+    if arch is not None:
+        return arch in detector_names
+    return any(key.startswith(("backbone.", "rpn_head.", "neck.")) for key in extract_state_dict(load_checkpoint_file(path)))
+
+
+def detection_class_names(classes: Optional[Sequence[str]], num_labels: int) -> List[str]:
+    """Names of labels 1..C: the checkpoint's, else COCO's for 80 classes, else ``class L``."""
+    if classes:
+        return list(classes)
+    return list(COCO_CLASSES) if num_labels == len(COCO_CLASSES) else [f"class {label}" for label in range(1, num_labels + 1)]
+
+
+def detection_label(label: int, names: Sequence[str]) -> str:
+    return names[label - 1] if 1 <= label <= len(names) else f"class {label}"
+
+
+def format_detections(path: str, detections: Dict[str, torch.Tensor], names: Sequence[str], png: str) -> str:
+    """``path``, the number of detections and where they were drawn, then one line each: class, score, box."""
+    count = len(detections["scores"])
+    lines = [f"{path}: {count} detection{'s' if count != 1 else ''} -> {png}"]
+    for box, label, score in zip(detections["boxes"].tolist(), detections["labels"].tolist(), detections["scores"].tolist()):
+        corners = ", ".join(f"{value:.1f}" for value in box)
+        lines.append(f"  {detection_label(label, names):<20} {score:.3f}  [{corners}]")
+    return "\n".join(lines)
+
+
+def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """The uint8 image with masks (at 0.5) filled in, boxes outlined, and ``name score`` above each box."""
+    colors = [_PALETTE[label % len(_PALETTE)] for label in detections["labels"].tolist()]
+    if not colors:
+        return image
+    if "masks" in detections:
+        image = draw_segmentation_masks(image, detections["masks"][:, 0] > 0.5, alpha=0.45, colors=colors)
+    labels = [f"{detection_label(label, names)} {score:.2f}" for label, score in zip(detections["labels"].tolist(), detections["scores"].tolist())]
+    boxes = detections["boxes"].clone()
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2])  # a sliver clipped at the border may come out inverted
+    return draw_bounding_boxes(image, boxes, labels=labels, colors=colors, width=2)
+
+
+_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324"]
+
+
+def detect(args: argparse.Namespace) -> int:
+    """Run a detector over the images, print and draw what it finds."""
+    model, info = load_detector(args.weights, arch=args.arch)
+    pictures = [open_rgb(path) for path in args.images]
+    device = torch.device(args.device)
+    model = model.to(device).eval()
+    num_labels = info["kwargs"]["num_classes"] - int(not info["arch"].startswith("retinanet"))
+    names = detection_class_names(info["classes"], num_labels)
+    os.makedirs(args.out_dir, exist_ok=True)
+    reports = []
+    for path, picture in zip(args.images, pictures):
+        image = pil_to_tensor(picture)
+        with torch.inference_mode():
+            output = model([image.to(device).float().div(255)])[0]
+        keep = output["scores"] >= args.score_thresh
+        detections = {key: value[keep].cpu() for key, value in output.items()}
+        png = os.path.join(args.out_dir, f"{os.path.splitext(os.path.basename(path))[0]}_detections.png")
+        to_pil_image(draw_detections(image, detections, names)).save(png)
+        reports.append(format_detections(path, detections, names, png))
+    print("\n".join(reports))
+    return 0
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    parser.add_argument("-a", "--arch", choices=models.model_names, help="model name (default: read from the weights)")
-    parser.add_argument("--weights", required=True, help="checkpoint file: released, saved by main.py, or a state_dict")
+    parser.add_argument("-a", "--arch", choices=models.model_names + detector_names, metavar="ARCH",
+                        help="classifier or detector name (default: read from the weights)")
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint file: released, saved by main.py or detect.py, or a state_dict")
     parser.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
     parser.add_argument("--image-size", type=int, default=224, help="centre-crop size (default 224)")
+    parser.add_argument("--score-thresh", type=float, default=0.5,
+                        help="detection: print and draw detections scoring at least this (default 0.5)")
+    parser.add_argument("--out-dir", default="predictions",
+                        help="detection: where the PNGs go (default predictions/)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
@@ -68,6 +157,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     show_warnings_as_one_line("predict: warning")
     try:
+        if holds_detector(args.weights, args.arch):
+            return detect(args)
         images = read_images(args.images, args.image_size)
         model, _ = load_model(args.weights, arch=args.arch)
     except (ValueError, CheckpointError) as error:
