@@ -12,6 +12,7 @@ import random
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -264,3 +265,66 @@ def test_torchrun_restarts_after_kill_9_of_a_worker_and_ends_as_an_uninterrupted
     assert "=> weights identical on all 2 processes" in out
     assert_same_run(straight, elastic)
     assert tensorboard_steps(elastic) == list(range(EPOCHS))
+
+
+FAKE_SRUN = """#!/bin/sh
+# srun on this one node: drop srun's own options and run the task
+while [ "${1#--}" != "$1" ]; do shift; done
+exec "$@"
+"""
+FAKE_SCONTROL = """#!/bin/sh
+# the allocation is this host; record what else is asked (requeue)
+if [ "$1" = show ]; then echo localhost; else echo "$*" >> "$SCONTROL_LOG"; fi
+"""
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_finishes_the_run(data, uninterrupted, tmp_path):
+    """scripts/slurm/train.sbatch as SLURM runs it, with srun and scontrol stood in for by
+    scripts: USR1 to the batch shell stops the training with a checkpoint and requeues the job;
+    the requeued job (the same script) ends bitwise where an uninterrupted run ends."""
+    bin_dir, run_dir = tmp_path / "bin", tmp_path / "run"
+    bin_dir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {
+        **ENV, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}", "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NUM_NODES": "1", "GPUS_PER_NODE": "1",
+        "MASTER_PORT": str(free_port()), "DATA": str(data), "ARCH": "eca_mobilenet_v2", "RUN_DIR": str(run_dir), "CHECKPOINT_EVERY": "4",
+    }
+    flags = [str(arg) for arg in RUN[2:RUN.index("--resume")]] + ["-j", "0"]
+
+    def job(signal_after_line=None):
+        script = subprocess.Popen(["bash", "scripts/slurm/train.sbatch", *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        lines = []
+        try:
+            for line in script.stdout:
+                lines.append(line)
+                if line.startswith("Epoch:") and sum(seen.startswith("Epoch:") for seen in lines) == signal_after_line:
+                    script.send_signal(signal.SIGUSR1)
+            return script.wait(timeout=300), "".join(lines)
+        finally:
+            try:
+                os.killpg(script.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            script.wait()
+
+    code, out = job(signal_after_line=2)
+    assert code != 0, out[-3000:]
+    assert "=> stopped by SIGTERM in epoch 0 after step " in out, out[-3000:]
+    assert "requeueing job 4242" in out
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
+
+    code, out = job()
+    assert code == 0, out[-3000:]
+    assert f"=> resumed {run_dir / 'checkpoint_step.pth.tar'} at epoch 0, step " in out
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
+    assert_same_run(uninterrupted, run_dir)
