@@ -135,6 +135,6 @@ class EpochProgress:
             raise CheckpointError(
                 f"the checkpoint stopped inside epoch {self.epoch} of a run with -b {self.batch_size} on "
                 f"{self.totals.shape[0]} process(es), {self.steps} steps per epoch; this run has -b {batch_size} "
-                f"on {world_size}, {steps} steps: continue with the same settings, or from the end of the "
-                f"previous epoch with --resume <run>/{EPOCH_CHECKPOINT}"
+                f"on {world_size} process(es), {steps} steps: continue with the same settings, or from the end "
+                f"of the last finished epoch with --resume <run>/{EPOCH_CHECKPOINT}"
             )
