@@ -224,10 +224,13 @@ def _children(pid):
     return found
 
 
+TWO_PROCESSES = ["-b", 8, "--checkpoint-every", 2]
+"""4 images per process and step (MobileNetV2's BatchNorms see 1 x 1 maps: 2 would diverge), 3 steps per epoch."""
+
+
 def torchrun(data, run_dir, launcher_flags=()):
-    """Two processes with 4 images each per step (MobileNetV2's BatchNorms see 1 x 1 maps: 2 would diverge)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher_flags,
-            "main.py", *command(data, run_dir, extra=["-b", 8, "--checkpoint-every", 2])]
+            "main.py", *command(data, run_dir, extra=TWO_PROCESSES)]
 
 
 def run_torchrun(argv, kill_a_worker_when=None):
@@ -252,18 +255,23 @@ def run_torchrun(argv, kill_a_worker_when=None):
         launcher.wait()
 
 
-def test_torchrun_restarts_after_kill_9_of_a_worker_and_ends_as_an_uninterrupted_two_process_run(data, tmp_path):
-    straight, elastic = tmp_path / "straight", tmp_path / "elastic"
-    code, out = run_torchrun(torchrun(data, straight))
+@pytest.fixture(scope="module")
+def two_processes_uninterrupted(data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("two-processes")
+    code, out = run_torchrun(torchrun(data, run_dir))
     assert code == 0, out[-3000:]
+    return run_dir
 
+
+def test_torchrun_restarts_after_kill_9_of_a_worker_and_ends_as_an_uninterrupted_two_process_run(data, two_processes_uninterrupted, tmp_path):
+    elastic = tmp_path / "elastic"
     elastic_flags = ["--max-restarts", "3", "--monitor-interval", "0.1"]
     code, out = run_torchrun(torchrun(data, elastic, elastic_flags), lambda: (elastic / "checkpoint_step.pth.tar").exists())
     assert code == 0, out[-3000:]
     assert "failed (exitcode: -9) local_rank: 0" in out
     assert out.count("=> resumed ") == 1 and "checkpoint_step.pth.tar at epoch " in out, out[-3000:]
     assert "=> weights identical on all 2 processes" in out
-    assert_same_run(straight, elastic)
+    assert_same_run(two_processes_uninterrupted, elastic)
     assert tensorboard_steps(elastic) == list(range(EPOCHS))
 
 
@@ -284,10 +292,11 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_finishes_the_run(data, uninterrupted, tmp_path):
+def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_finishes_the_run(data, two_processes_uninterrupted, tmp_path):
     """scripts/slurm/train.sbatch as SLURM runs it, with srun and scontrol stood in for by
-    scripts: USR1 to the batch shell stops the training with a checkpoint and requeues the job;
-    the requeued job (the same script) ends bitwise where an uninterrupted run ends."""
+    scripts, on 2 processes: USR1 to the batch shell stops both after the same step with one
+    checkpoint and requeues the job; the requeued job (the same script) ends bitwise where an
+    uninterrupted run ends."""
     bin_dir, run_dir = tmp_path / "bin", tmp_path / "run"
     bin_dir.mkdir()
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
@@ -295,10 +304,10 @@ def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_finishes_t
         (bin_dir / name).chmod(0o755)
     env = {
         **ENV, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}", "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
-        "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NUM_NODES": "1", "GPUS_PER_NODE": "1",
-        "MASTER_PORT": str(free_port()), "DATA": str(data), "ARCH": "eca_mobilenet_v2", "RUN_DIR": str(run_dir), "CHECKPOINT_EVERY": "4",
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NUM_NODES": "1", "GPUS_PER_NODE": "2",
+        "MASTER_PORT": str(free_port()), "DATA": str(data), "ARCH": "eca_mobilenet_v2", "RUN_DIR": str(run_dir), "CHECKPOINT_EVERY": "2",
     }
-    flags = [str(arg) for arg in RUN[2:RUN.index("--resume")]] + ["-j", "0"]
+    flags = [str(arg) for arg in [*RUN[2:RUN.index("--resume")], "-j", 0, "-b", 8]]
 
     def job(signal_after_line=None):
         script = subprocess.Popen(["bash", "scripts/slurm/train.sbatch", *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -317,14 +326,16 @@ def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_finishes_t
                 pass
             script.wait()
 
-    code, out = job(signal_after_line=2)
+    code, out = job(signal_after_line=1)
     assert code != 0, out[-3000:]
-    assert "=> stopped by SIGTERM in epoch 0 after step " in out, out[-3000:]
+    assert out.count("=> stopped by SIGTERM in epoch ") == 1, out[-3000:]
+    assert not any(line.startswith("[rank") for line in out.splitlines()), out[-3000:]  # no worker failed
+    assert load_checkpoint_file(run_dir / "checkpoint_step.pth.tar")["step"] >= 1
     assert "requeueing job 4242" in out
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
 
     code, out = job()
     assert code == 0, out[-3000:]
-    assert f"=> resumed {run_dir / 'checkpoint_step.pth.tar'} at epoch 0, step " in out
+    assert f"=> resumed {run_dir / 'checkpoint_step.pth.tar'} at epoch " in out
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
-    assert_same_run(uninterrupted, run_dir)
+    assert_same_run(two_processes_uninterrupted, run_dir)
