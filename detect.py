@@ -11,9 +11,10 @@ utils/coco_eval.py, checkpoint files in utils/detection_checkpoint.py.
 """
 
 import argparse
+import inspect
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -152,7 +153,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.arch is not None and args.arch not in detector_names:
         raise UsageError(f"unknown detector {args.arch!r}; choose one of: {', '.join(detector_names)}")
     if args.data is None and not (args.val_images and args.val_annotations and (args.evaluate or (args.train_images and args.train_annotations))):
-        raise UsageError("give the COCO root DIR, or --train-images/--train-annotations and --val-images/--val-annotations")
+        raise UsageError("give the COCO root directory DIR, or --train-images/--train-annotations and --val-images/--val-annotations")
     for name in ("batch_size", "epochs", "print_freq", "num_classes", "min_size", "max_size", "eval_interval"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -180,9 +181,23 @@ def validate_args(args: argparse.Namespace) -> None:
     arch = args.arch or DEFAULT_ARCH
     try:
         with torch.device("meta"):
-            create_detector(arch, k_size=parse_ksize(args.ksize), **kwargs)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"{arch}: {str(error).splitlines()[0]}") from None
+            model = create_detector(arch, k_size=parse_ksize(args.ksize))
+    except ValueError as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    unknown = sorted(set(kwargs) - constructor_settings(type(model)))
+    if unknown:
+        raise UsageError(f"--detector-arg {unknown[0]}: {type(model).__name__} has no such setting")
+
+
+def constructor_settings(detector: type) -> Set[str]:
+    """The keyword arguments a torchvision detector class takes (its transform's included):
+    torchvision passes unknown ones on and ignores them, so a typo would go unnoticed."""
+    names = {"size_divisible", "fixed_size"}  # GeneralizedRCNNTransform's, reached through **kwargs
+    for cls in detector.__mro__:
+        if "__init__" in vars(cls):
+            names |= {name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                      if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    return names - {"self", "backbone", "num_classes"}
 
 
 def split_paths(args: argparse.Namespace, split: str) -> Tuple[str, str]:
