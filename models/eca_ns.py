@@ -27,7 +27,10 @@ class NonSharedChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = (self.k_size - 1) // 2
         pooled = F.pad(x.mean(dim=(2, 3)), (pad, pad))
-        neighbourhoods = pooled.unfold(1, self.k_size, 1)  # (batch, C, k): channel c's window
+        channels = x.shape[1]
+        # (batch, C, k): channel c's window. Stacked slices rather than ``unfold``, which ONNX's
+        # TorchScript-based exporter cannot export when the batch size is dynamic.
+        neighbourhoods = torch.stack([pooled[:, tap : tap + channels] for tap in range(self.k_size)], dim=-1)
         gate = torch.sigmoid(self.conv(neighbourhoods))  # (batch, C, 1): each channel's own taps
         return x * gate[:, :, :, None]
 

@@ -6,6 +6,7 @@ Every model runs one step in turn, step after step, so that drift in the machine
 
     python scripts/benchmark.py --models eca_resnet50 --reference --threads 2
     python scripts/benchmark.py --device cuda --amp --channels-last --batch-size 128 --json out.json
+    python scripts/benchmark.py --onnx --threads 2     # ONNX Runtime (CPU) against eager PyTorch, batch 1 and 8
 
 Peak memory is the largest number of bytes held by live tensors during one step: the
 model's parameters and buffers, the optimizer state and the batch, plus the highest point
@@ -13,6 +14,10 @@ that the step's own allocations reach above what was live when it started (gradi
 activations saved for backward, temporaries). On CUDA that high point is
 ``torch.cuda.max_memory_allocated``; on the CPU it is read from the profiler's record of
 every allocation and free (``profile_memory=True``), since the CPU allocator keeps no peak.
+
+``--onnx`` times inference instead: each chosen model in eager PyTorch (``inference_mode``)
+and, exported by utils/export.py with a dynamic batch axis, in ONNX Runtime on the CPU with
+as many threads, step after step in turn, and reports ONNX Runtime's time as a ratio to eager.
 """
 
 import argparse
@@ -34,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
 from models import EfficientChannelAttention  # noqa: E402
+from utils.export import INPUT_NAME, missing_export_packages, serialize  # noqa: E402
 
 BASELINE = "torchvision_resnet50"
 MODES = ("eval", "train")
@@ -210,6 +216,55 @@ def run(args: argparse.Namespace) -> List[Dict]:
     return rows
 
 
+def run_onnx(args: argparse.Namespace) -> List[Dict]:
+    """Eager PyTorch against ONNX Runtime (CPU), inference, each batch size, interleaved."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    rows = []
+    for name in args.models:
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        session = onnxruntime.InferenceSession(
+            serialize(model, "onnx", args.image_size, dynamic_batch=True), options, providers=["CPUExecutionProvider"]
+        )
+        for batch in args.onnx_batch_sizes:
+            images = torch.randn(batch, 3, args.image_size, args.image_size)
+            feed = {INPUT_NAME: images.numpy()}
+
+            def eager_step() -> torch.Tensor:
+                with torch.inference_mode():
+                    return model(images)
+
+            def onnx_step() -> torch.Tensor:
+                return torch.from_numpy(session.run(None, feed)[0])
+
+            max_diff = (onnx_step() - eager_step()).abs().max().item()
+            times: Dict[str, List[float]] = {"eager": [], "onnxruntime": []}
+            for index in range(args.warmup + args.steps):
+                for runtime, step in (("eager", eager_step), ("onnxruntime", onnx_step)):
+                    start = time.perf_counter()
+                    step()
+                    if index >= args.warmup:
+                        times[runtime].append(time.perf_counter() - start)
+            eager_ms, onnx_ms = (1000 * statistics.median(times[key]) for key in ("eager", "onnxruntime"))
+            rows.append(
+                {"model": name, "batch": batch, "eager_ms": eager_ms, "onnxruntime_ms": onnx_ms,
+                 "ratio": onnx_ms / eager_ms, "max_abs_diff": max_diff}
+            )
+            print(format_onnx_row(rows[-1]), flush=True)
+    return rows
+
+
+def format_onnx_row(row: Dict) -> str:
+    return (
+        f"| {row['model']} | {row['batch']} | {row['eager_ms']:.1f} | {row['onnxruntime_ms']:.1f} "
+        f"| {row['ratio']:.3f} | {row['max_abs_diff']:.1e} |"
+    )
+
+
 def format_row(row: Dict) -> str:
     return (
         f"| {row['model']} | {row['mode']} | {row['format']} | {row['ms']:.1f} | {row['images_per_s']:.1f} "
@@ -249,14 +304,24 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows and the setup here")
+    parser.add_argument(
+        "--onnx", action="store_true", help="time inference in ONNX Runtime (CPU) against eager PyTorch instead"
+    )
+    parser.add_argument("--onnx-batch-sizes", nargs="+", type=int, default=[1, 8], help="with --onnx (default 1 8)")
     args = parser.parse_args(argv)
     if args.channels_last:
         args.formats = ["channels_last"]
     unknown = [name for name in args.models if name != BASELINE and name not in models.model_names]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {BASELINE}, {', '.join(models.model_names)}")
-    if args.steps < 1 or args.batch_size < 1:
-        parser.error("--steps and --batch-size must be positive")
+    if args.steps < 1 or args.batch_size < 1 or min(args.onnx_batch_sizes) < 1:
+        parser.error("--steps and the batch sizes must be positive")
+    if args.onnx:
+        missing = missing_export_packages("onnx")
+        if missing:
+            parser.error(f"--onnx needs {', '.join(missing)}: pip install -r requirements-export.txt")
+        if args.device != "cpu" or args.compile or args.amp:
+            parser.error("--onnx compares float32 inference on the CPU: leave out --device cuda, --compile and --amp")
     return args
 
 
@@ -268,9 +333,14 @@ def main(argv: Optional[Iterable[str]] = None) -> List[Dict]:
         torch.backends.cudnn.benchmark = True
     setup = describe(args)
     print(" ".join(f"{key}={value}" for key, value in setup.items()))
-    print("| model | mode | format | ms/step | images/s | time vs ResNet-50 | peak MiB | memory vs ResNet-50 |")
-    print("|---|---|---|---|---|---|---|---|")
-    rows = run(args)
+    if args.onnx:
+        print("| model | batch | eager PyTorch ms | ONNX Runtime ms | ONNX Runtime vs eager | largest difference |")
+        print("|---|---|---|---|---|---|")
+        rows = run_onnx(args)
+    else:
+        print("| model | mode | format | ms/step | images/s | time vs ResNet-50 | peak MiB | memory vs ResNet-50 |")
+        print("|---|---|---|---|---|---|---|---|")
+        rows = run(args)
     if args.json is not None:
         args.json.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
     return rows
