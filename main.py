@@ -100,8 +100,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--print-freq", default=10, type=int, metavar="N", help="progress line every N steps")
     parser.add_argument("--resume", default="", type=str, metavar="PATH",
                         help="continue from a checkpoint (or, with --evaluate, evaluate it); 'auto': from the run "
-                        "directory's latest checkpoint if it has one, else start fresh (one command line for the "
-                        "first start and every restart)")
+                        "directory's latest checkpoint if it has one, else start fresh, from --pretrained if "
+                        "given (one command line for the first start and every restart)")
     parser.add_argument("--checkpoint-every", default=None, type=int, metavar="N",
                         help=f"also save {STEP_CHECKPOINT} every N training steps, inside epochs "
                         "(default: only at the end of each epoch, and when a signal stops the run)")
@@ -156,7 +156,7 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     if not 0 < args.min_scale <= 1:
         raise UsageError(f"--min-scale must be in (0, 1], got {args.min_scale}")
-    if args.resume and args.pretrained:
+    if args.resume and args.resume != "auto" and args.pretrained:
         raise UsageError("give --resume (continue a run) or --pretrained (start from weights), not both")
     for flag, path in (("--resume", args.resume), ("--pretrained", args.pretrained)):
         if path and path != "auto" and not os.path.isfile(path):
@@ -319,6 +319,9 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         args.resume = resolve_resume(args.resume, run_directory(args, args.arch or DEFAULT_ARCH))
         if not args.resume and args.evaluate:
             raise UsageError(f"--resume auto: {run_directory(args, args.arch or DEFAULT_ARCH)} holds no checkpoint to evaluate")
+        if args.resume and args.pretrained:
+            log(f"=> --resume auto found {args.resume}; --pretrained {args.pretrained} is only for the first start")
+            args.pretrained = ""
 
     if args.dummy is None:
         train_set, val_set = folder_datasets(args)

@@ -178,6 +178,19 @@ def test_the_number_of_workers_does_not_change_the_result(data, uninterrupted, t
     assert_same_run(uninterrupted, tmp_path)
 
 
+def test_resume_auto_with_pretrained_starts_from_the_weights_once_then_continues_the_run(data, uninterrupted, tmp_path, capsys):
+    """Fine-tuning under a requeueing scheduler: one command line, --pretrained only counts until
+    the run has a checkpoint of its own."""
+    weights = uninterrupted / "model_best.pth.tar"
+    argv = command(data, tmp_path, extra=["--pretrained", weights, "--epochs", 1])
+    assert main_module.main(argv) == 0
+    assert "--resume auto found" not in capsys.readouterr().out
+    assert main_module.main([*argv, "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"=> --resume auto found {tmp_path / 'checkpoint.pth.tar'}; --pretrained {weights} is only for the first start" in out
+    assert f"=> resumed {tmp_path / 'checkpoint.pth.tar'} at epoch 1" in out
+
+
 def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
 
