@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from main import (
+    EXIT_STATUSES,
     UsageError,
     _Parser,
     amp_settings,
@@ -33,7 +34,7 @@ from main import (
     wrap_model,
 )
 from models.detection import create_detector, detector_names
-from utils.checkpoint import CheckpointError, CheckpointSaveError
+from utils.checkpoint import CheckpointError, CheckpointSaveError, save_checkpoint
 from utils.coco import CocoDetection, build_coco_loader, coco_split_paths
 from utils.console import show_warnings_as_one_line
 from utils.data import DataError, start_epoch
@@ -41,7 +42,9 @@ from utils.detection_checkpoint import load_backbone_weights, load_detector
 from utils.detection_engine import DetectionSchedule, evaluate, train_one_epoch
 from utils.distributed import DistributedContext, PeerFailedError, cleanup, init_distributed, parameters_agree, run_on_main
 from utils.engine import NonFiniteLossError
+from utils.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
+from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume
 from utils.run_log import RunLog
 
 DEFAULT_ARCH = "maskrcnn_eca_resnet50_fpn"
@@ -56,7 +59,12 @@ CSV_FIELDS = (
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description="COCO detection training and evaluation (MMDetection v1's 1x recipe)", prog="detect.py")
+    parser = _Parser(
+        description="COCO detection training and evaluation (MMDetection v1's 1x recipe)",
+        prog="detect.py",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("data", nargs="?", metavar="DIR",
                         help="COCO root: train2017/, val2017/, annotations/instances_{train,val}2017.json")
     parser.add_argument("--train-images", metavar="DIR", help="training image folder (default DIR/train2017)")
@@ -98,7 +106,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="evaluate every N epochs, and after the last (default 1)")
     parser.add_argument("--resume", default="", type=str, metavar="PATH",
                         help="continue from a detect.py checkpoint; with --evaluate, evaluate any detection "
-                        "checkpoint, a released MMDetection v1 file included")
+                        "checkpoint, a released MMDetection v1 file included; 'auto': the run directory's latest "
+                        "checkpoint if it has one, else start fresh")
+    parser.add_argument("--checkpoint-every", default=None, type=int, metavar="N",
+                        help=f"also save {STEP_CHECKPOINT} every N training steps, inside epochs "
+                        "(default: at the end of each epoch, and when SIGTERM/SIGUSR1 stops the run)")
     parser.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the validation set and exit")
     parser.add_argument("--backbone-weights", default="", metavar="PATH",
                         help="start the backbone from an ImageNet checkpoint (main.py's or a released one)")
@@ -154,7 +166,7 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown detector {args.arch!r}; choose one of: {', '.join(detector_names)}")
     if args.data is None and not (args.val_images and args.val_annotations and (args.evaluate or (args.train_images and args.train_annotations))):
         raise UsageError("give the COCO root directory DIR, or --train-images/--train-annotations and --val-images/--val-annotations")
-    for name in ("batch_size", "epochs", "print_freq", "num_classes", "min_size", "max_size", "eval_interval"):
+    for name in ("batch_size", "epochs", "print_freq", "num_classes", "min_size", "max_size", "eval_interval", "checkpoint_every"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -166,7 +178,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.resume and args.backbone_weights:
         raise UsageError("give --resume (a detector) or --backbone-weights (an ImageNet backbone), not both")
     for flag, path in (("--resume", args.resume), ("--backbone-weights", args.backbone_weights)):
-        if path and not os.path.isfile(path):
+        if path and not (flag == "--resume" and path == "auto") and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file")
     if args.gpu is not None and not (torch.cuda.is_available() and 0 <= args.gpu < torch.cuda.device_count()):
         available = f"{torch.cuda.device_count()} GPU(s) visible" if torch.cuda.is_available() else "CUDA is not available"
@@ -176,7 +188,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.dist_backend == "nccl" and not torch.cuda.is_available():
         raise UsageError("--dist-backend nccl needs CUDA; use gloo on CPU-only machines")
     kwargs = detector_kwargs(args)
-    if args.resume:
+    if args.resume and args.resume != "auto":
         return
     arch = args.arch or DEFAULT_ARCH
     try:
@@ -255,6 +267,11 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         seed_everything(args.seed)
         torch.backends.cudnn.deterministic = True
 
+    if args.resume == "auto":
+        run_dir = run_directory(args, args.arch or DEFAULT_ARCH)
+        args.resume = resolve_resume(args.resume, run_dir)
+        if not args.resume and args.evaluate:
+            raise UsageError(f"--resume auto: {run_dir} holds no checkpoint to evaluate")
     val_set = CocoDetection(*split_paths(args, "val"), train=False)
     model, arch, kwargs, checkpoint = build_model(args, val_set.num_classes)
     train_set = None
@@ -300,31 +317,22 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
 
     lr = args.lr if args.lr is not None else REFERENCE_LR * args.batch_size / REFERENCE_BATCH
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    start, best_ap = 0, -1.0
+    start, best_ap, progress = 0, -1.0, None
     if checkpoint is not None:
         start, _ = resume_state(checkpoint, optimizer, scaler)
         best_ap = float(checkpoint.get("best_ap", -1.0))
-        log(f"=> resumed {args.resume} at epoch {start}")
+        progress = EpochProgress.from_checkpoint(checkpoint)
+        where = f"epoch {start}" + (f", step {progress.step}/{progress.steps}" if progress else "")
+        log(f"=> resumed {args.resume} at {where}")
     train_loader = build_coco_loader(train_set, True, per_process, args.workers, data_seed, context, pin_memory)
     schedule = DetectionSchedule(lr, len(train_loader), args.lr_steps, warmup_iters=args.warmup_iters)
     run_log = RunLog(run_dir, first_epoch=start, fields=CSV_FIELDS) if context.is_main else None
     if checkpoint is not None and "rng" in checkpoint:
         restore_rng_state(checkpoint["rng"])
 
-    for epoch in range(start, args.epochs):
-        start_epoch(train_loader, epoch)
-        train_stats = train_one_epoch(
-            train_model, optimizer, train_loader, device, epoch, schedule, context, log, print_freq=args.print_freq,
-            amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=args.clip_grad or None, bad_images=args.bad_images,
-        )
-        stats: Optional[Dict[str, List[float]]] = None
-        if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:
-            stats = evaluate(eval_model, val_loader, val_set, device, context, log, results_file=results_file, **eval_kwargs)
-        ap = stats["bbox"][0] if stats else -1.0
-        is_best = ap > best_ap
-        best_ap = max(ap, best_ap)
-        state = {
-            "epoch": epoch + 1,
+    def state(**position: Any) -> Dict[str, Any]:
+        """What a checkpoint holds; ``position`` says where in training it was taken."""
+        return {
             "arch": arch,
             "state_dict": model.state_dict(),
             "detector_kwargs": plain_values({k: v for k, v in kwargs.items() if k not in ("k_size", "num_classes")}),
@@ -334,11 +342,44 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
             "scaler": scaler.state_dict() if scaler is not None else None,
             "args": checkpoint_args(args),
             "rng": capture_rng_state(),
+            **position,
         }
-        row = epoch_row(epoch, train_stats, stats)
-        run_on_main(lambda: finish_epoch(run_dir, run_log, row, state, is_best), context, device, f"to save epoch {epoch}")
-    if run_log is not None:
-        run_log.close()
+
+    def save_progress(progress: EpochProgress) -> None:
+        path = os.path.join(run_dir, STEP_CHECKPOINT)
+        run_on_main(lambda: save_checkpoint(state(**progress.state()), path), context, device, f"to write {path}")
+
+    checkpoints = CheckpointSchedule(args.checkpoint_every)
+    try:
+        with StopSignal() as stop:
+            for epoch in range(start, args.epochs):
+                resume_from = progress if progress is not None and progress.epoch == epoch else None
+                start_epoch(train_loader, epoch, resume_from.step if resume_from else 0)
+                if resume_from is not None:
+                    resume_from.check_layout(resume_from.step + len(train_loader), args.batch_size, context.world_size)
+                train_stats = train_one_epoch(
+                    train_model, optimizer, train_loader, device, epoch, schedule, context, log, print_freq=args.print_freq,
+                    amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=args.clip_grad or None, bad_images=args.bad_images,
+                    resume_from=resume_from, stop=stop, checkpoints=checkpoints, save_progress=save_progress,
+                )
+                stats: Optional[Dict[str, List[float]]] = None
+                if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:
+                    stats = evaluate(eval_model, val_loader, val_set, device, context, log, results_file=results_file, **eval_kwargs)
+                ap = stats["bbox"][0] if stats else -1.0
+                is_best = ap > best_ap
+                best_ap = max(ap, best_ap)
+                row = epoch_row(epoch, train_stats, stats)
+                run_on_main(lambda: finish_epoch(run_dir, run_log, row, state(epoch=epoch + 1), is_best),
+                            context, device, f"to save epoch {epoch}")
+                if epoch + 1 < args.epochs and stop_agreed(stop, context, device):
+                    raise TrainingStopped(stop.requested or "process 0's signal", epoch)
+    except TrainingStopped as stopped:
+        saved = os.path.join(run_dir, STEP_CHECKPOINT if stopped.step is not None else EPOCH_CHECKPOINT)
+        log(f"=> {stopped}; saved {saved}; continue with --resume auto (exit status {EXIT_STOPPED})")
+        return EXIT_STOPPED
+    finally:
+        if run_log is not None:
+            run_log.close()
     if context.enabled:
         if not parameters_agree(model, context):
             raise RuntimeError("the processes ended training with different weights; DistributedDataParallel lost sync")

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import OrderedDict
@@ -110,6 +111,32 @@ def test_resume_is_exact(trained, coco, tmp_path):
     assert straight.keys() == continued.keys()
     assert all(torch.equal(straight[key], continued[key]) for key in straight)
     assert [row["epoch"] for row in read_log(tmp_path)] == ["0", "1"]
+
+
+def test_sigterm_stops_with_a_step_checkpoint_and_resume_auto_is_exact(trained, coco, tmp_path):
+    """SIGTERM during the first epoch: a checkpoint of that step, exit 75; the same command with
+    --resume auto then ends with bitwise the weights of the uninterrupted run."""
+    command = [sys.executable, "detect.py", str(coco), *TINY, "--lr", "0.01", "--epochs", "2", "--eval-interval", "2",
+               "--output-dir", str(tmp_path), "--resume", "auto"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("Epoch: [0][0/2]"):
+            process.send_signal(signal.SIGTERM)
+            break
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 75, err
+    assert "saved" in out and "continue with --resume auto (exit status 75)" in out
+    assert os.path.exists(tmp_path / "checkpoint_step.pth.tar") and not os.path.exists(tmp_path / "checkpoint.pth.tar")
+
+    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "=> resumed" in resumed.stdout and ", step " in resumed.stdout
+    straight = load_checkpoint_file(trained[0] / "checkpoint.pth.tar")["state_dict"]
+    continued = load_checkpoint_file(tmp_path / "checkpoint.pth.tar")["state_dict"]
+    assert all(torch.equal(straight[key], continued[key]) for key in straight)
+    assert [row["epoch"] for row in read_log(tmp_path)] == ["0", "1"]
+    assert read_log(tmp_path)[0]["train_loss"] == read_log(trained[0])[0]["train_loss"]
 
 
 def test_torchrun_trains_on_two_processes_with_one_checkpoint(coco, tmp_path):

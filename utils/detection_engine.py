@@ -20,9 +20,11 @@ from torch.utils.data import DataLoader
 
 from .coco import CocoDetection
 from .coco_eval import detections_to_results, evaluate_coco, merge_results
-from .distributed import DistributedContext, all_reduce_sum
-from .engine import _readable_batches, _report_unreadable, _stop_if_nonfinite, set_learning_rate
+from .distributed import DistributedContext, all_gather_rows, all_reduce_sum
+from .engine import _check_point, _readable_batches, _report_unreadable, _stop_if_nonfinite, set_learning_rate
 from .metrics import format_duration
+from .preemption import StopSignal, TrainingStopped
+from .resume import CheckpointSchedule, EpochProgress
 
 __all__ = [
     "DetectionSchedule",
@@ -75,7 +77,11 @@ class DetectionSchedule:
 
 
 class LossTotals:
-    """Image-weighted sums of each loss (and their total) on the device, read only when printed."""
+    """Image-weighted sums of each loss (and their total) on the device, read only when printed.
+
+    The loss names come with the first step (they depend on the detector); a resumed epoch
+    restores the sums of the steps before it with :meth:`restore`.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -83,11 +89,27 @@ class LossTotals:
         self.sums: Optional[torch.Tensor] = None
         self.images = 0
         self.start = time.perf_counter()
+        self.earlier_seconds = 0.0
+
+    def restore(self, sums: torch.Tensor, images: int, seconds: float) -> None:
+        """Continue from a mid-epoch checkpoint's sums, image count and seconds."""
+        self.sums = sums.to(self.device, torch.float64).clone()
+        self.images = images
+        self.earlier_seconds = seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start + self.earlier_seconds
+
+    def row(self, size: int) -> torch.Tensor:
+        """The sums (zeros before any step) and the image count, as one float64 row."""
+        sums = self.sums if self.sums is not None else torch.zeros(size, dtype=torch.float64, device=self.device)
+        return torch.cat([sums, sums.new_tensor([float(self.images)])])
 
     def update(self, losses: Dict[str, torch.Tensor], total: torch.Tensor, images: int) -> torch.Tensor:
         """Add one step; returns that step's values (total first) as one device tensor."""
-        if self.sums is None:
+        if not self.names:
             self.names = ["loss", *losses]
+        if self.sums is None:
             self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
         values = torch.stack([total.detach(), *(losses[name].detach() for name in self.names[1:])]).double()
         self.sums += values * images
@@ -101,13 +123,15 @@ class LossTotals:
         must reduce tensors of one size).
         """
         names = self.names or list(names)
+        if not names and self.sums is not None:  # a resumed epoch that had no step left to run
+            names = ["loss", *(f"loss_{index}" for index in range(1, len(self.sums)))]
         sums = self.sums.clone() if self.sums is not None else torch.zeros(len(names), dtype=torch.float64, device=self.device)
         counts = torch.tensor([float(self.images)], dtype=torch.float64, device=self.device)
         if context is not None:
             all_reduce_sum(sums, context)
             all_reduce_sum(counts, context)
         count = counts.item()
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.elapsed()
         averages = {name: value / max(count, 1.0) for name, value in zip(names, sums.tolist())}
         return {**averages, "images": int(count), "images_per_s": count / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
 
@@ -143,21 +167,37 @@ def train_one_epoch(
     scaler: Optional[torch.amp.GradScaler] = None,
     clip_grad_norm: Optional[float] = 35.0,
     bad_images: str = "skip",
+    resume_from: Optional[EpochProgress] = None,
+    stop: Optional[StopSignal] = None,
+    checkpoints: Optional[CheckpointSchedule] = None,
+    save_progress: Optional[Callable[[EpochProgress], None]] = None,
 ) -> Dict[str, float]:
     """Train one pass over ``loader`` with the lr of ``schedule`` at every step.
 
     Returns each loss averaged per image over all processes, ``images_per_s``, ``seconds``
     and the number of ``unreadable`` files skipped. Raises NonFiniteLossError if the loss
     diverged, before the caller saves anything.
+
+    Long runs work as utils.engine.train_one_epoch's: ``resume_from`` continues an epoch a
+    mid-epoch checkpoint stopped (the loader started after its steps); with ``save_progress``
+    the epoch calls it on every rank with its :class:`EpochProgress` at the steps
+    ``checkpoints`` names and when ``stop`` has caught a signal, then raises TrainingStopped.
+    A progress row per process holds the loss sums, the image count and the skipped files.
     """
     model.train()
     totals = LossTotals(device)
-    steps = len(loader)
+    first_step = unreadable_before = 0
+    if resume_from is not None:
+        own = resume_from.totals[context.rank]
+        totals.restore(own[:-2], int(own[-2].item()), resume_from.seconds)
+        first_step, unreadable_before = resume_from.step, int(own[-1].item())
+    steps = first_step + len(loader)
     parameters = [p for p in model.parameters() if p.requires_grad]
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     unreadable: List[str] = []
-    lr = schedule(epoch, 0)
-    for step, images, targets in _readable_batches(loader, bad_images, unreadable):
+    stop = stop if save_progress is not None else None
+    lr = schedule(epoch, first_step)
+    for step, images, targets in _readable_batches(loader, bad_images, unreadable, first_step):
         lr = schedule(epoch, step)
         set_learning_rate(optimizer, lr)
         images, targets = move_to_device(images, targets, device)
@@ -179,18 +219,29 @@ def train_one_epoch(
             optimizer.step()
         values = totals.update(losses, loss, len(images))
         first_bad_step = torch.where(first_bad_step.lt(0) & ~loss.detach().isfinite(), step, first_bad_step)
-        if step % print_freq == 0 or step == steps - 1:
-            _stop_if_nonfinite(first_bad_step, epoch, step, context)
+        printing = step % print_freq == 0 or step == steps - 1
+        saving = save_progress is not None and checkpoints is not None and checkpoints.due(epoch, step, steps)
+        # Alone, a process reads its flag every step for free; under DDP only where it syncs anyway.
+        signalled = not context.enabled and stop is not None and stop.requested is not None
+        stopping = _check_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
+        if printing:
             running = totals.summary()
-            eta = running["seconds"] / (step + 1) * (steps - step - 1)
+            eta = (time.perf_counter() - totals.start) / (step - first_step + 1) * (steps - step - 1)
             log(
                 f"Epoch: [{epoch}][{step:>{len(str(steps))}}/{steps}]  {_loss_line(values, running, totals.names)}  "
                 f"lr {lr:.5g}  {running['images_per_s'] * context.world_size:.1f} img/s  eta {format_duration(eta)}"
             )
+        if saving or stopping:
+            size = len(_agreed_loss_names(totals.names, context))
+            skipped = torch.tensor([float(len(unreadable) + unreadable_before)], dtype=torch.float64, device=device)
+            rows = all_gather_rows(torch.cat([totals.row(size), skipped]), context)
+            save_progress(EpochProgress(epoch, step + 1, steps, loader.batch_size * context.world_size, rows, totals.elapsed()))
+        if stopping:
+            raise TrainingStopped(stop.requested or "process 0's signal", epoch, step + 1, steps)
     _stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
     loss_names = _agreed_loss_names(totals.names, context)
     summary = totals.summary(context, loss_names)
-    summary["unreadable"] = _report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]")
+    summary["unreadable"] = _report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)
     summary["lr"] = schedule.epoch_lr(epoch)
     return summary
 
