@@ -305,3 +305,33 @@ def test_retinanet_box_loss_is_smooth_l1_with_beta_0_11():
     wanted = head.box_coder.encode_single(target["boxes"], anchors[:1])
     assert torch.isclose(loss, torch.nn.functional.smooth_l1_loss(predicted[:1], wanted, beta=0.11, reduction="sum"))
     assert not torch.isclose(loss, (predicted[:1] - wanted).abs().sum())
+
+
+def test_roi_align_uses_the_fixed_strides_and_v1s_levels_whatever_the_first_batch():
+    """torchvision would infer P5's scale from the first batch: 2 px / 40 px -> 1/16, and keep it."""
+    from torchvision.ops import roi_align
+
+    model = create_detector("maskrcnn_eca_resnet18_fpn", num_classes=3, min_size=40, max_size=96).eval()
+    with torch.no_grad():
+        model([torch.rand(3, 40, 60)])
+    for pool in (model.roi_heads.box_roi_pool, model.roi_heads.mask_roi_pool):
+        assert pool.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32] and pool.sampling_ratio == 2
+    sides = torch.tensor([8.0, 111.9, 112.0, 223.9, 224.0, 448.0, 2000.0])
+    boxes = torch.stack([torch.zeros_like(sides), torch.zeros_like(sides), sides, sides], dim=1)
+    assert model.roi_heads.box_roi_pool.map_levels([boxes]).tolist() == [0, 0, 1, 1, 2, 3, 3]
+    features = {str(level): torch.randn(1, 2, 64 >> level, 64 >> level) for level in range(4)}
+    box = torch.tensor([[4.0, 8.0, 124.0, 120.0]])  # sqrt(area) 116: level 1, stride 8
+    pooled = model.roi_heads.box_roi_pool(features, [box], [(40, 60)])
+    expected = roi_align(features["1"], [box], (7, 7), spatial_scale=1 / 8, sampling_ratio=2, aligned=False)
+    assert torch.equal(pooled, expected)
+
+
+def test_detections_mapped_back_are_never_inverted_and_stay_in_the_image():
+    """A sliver under a pixel high turns inside out under v1's inclusive rescaling; it becomes empty instead."""
+    transform = create_detector("fasterrcnn_eca_resnet18_fpn", **TINY).transform.eval()
+    boxes = torch.tensor([[0.0, 55.9, 30.0, 56.0], [10.0, 10.0, 96.0, 64.0]])  # height 0.1 at scale 0.74: (0.1 - 1) / 0.74 + 1 < 0
+    (result,) = transform.postprocess([{"boxes": boxes}], [(64, 96)], [(87, 130)])
+    mapped = result["boxes"]
+    assert (mapped[:, 2:] >= mapped[:, :2]).all()
+    assert mapped[0, 3] == mapped[0, 1]
+    assert mapped[1, 2] <= 130 and mapped[1, 3] <= 87

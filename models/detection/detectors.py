@@ -26,6 +26,7 @@ from .mmdet_v1 import (
     MMDetV1AnchorGenerator,
     MMDetV1RegionProposalNetwork,
     MMDetV1RetinaNetRegressionHead,
+    MMDetV1RoIAlign,
     MMDetV1Transform,
     init_heads_as_mmdet_v1,
 )
@@ -149,6 +150,9 @@ def _build(
     else:
         settings = {**_COMMON_SETTINGS, **_RCNN_SETTINGS, **detector_kwargs}
         settings.setdefault("rpn_anchor_generator", MMDetV1AnchorGenerator(**RPN_ANCHORS))
+        settings.setdefault("box_roi_pool", MMDetV1RoIAlign(7))
+        if detector == "maskrcnn":
+            settings.setdefault("mask_roi_pool", MMDetV1RoIAlign(14))
         model = (MaskRCNN if detector == "maskrcnn" else FasterRCNN)(backbone, num_classes=num_classes, **settings)
         model.rpn = MMDetV1RegionProposalNetwork.replacing(model.rpn)
     model.transform = MMDetV1Transform.replacing(model.transform)

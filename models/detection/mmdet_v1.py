@@ -20,6 +20,8 @@ from torchvision.models.detection.retinanet import RetinaNetRegressionHead
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign, box_area
+from torchvision.ops.poolers import LevelMapper
 
 __all__ = [
     "IMAGE_MEAN",
@@ -33,6 +35,8 @@ __all__ = [
     "MMDetV1AnchorGenerator",
     "MMDetV1Transform",
     "MMDetV1RegionProposalNetwork",
+    "MMDetV1RoIAlign",
+    "MMDetV1LevelMapper",
     "MMDetV1RetinaNetRegressionHead",
     "init_heads_as_mmdet_v1",
     "RETINANET_SMOOTH_L1_BETA",
@@ -164,10 +168,19 @@ class MMDetV1Transform(GeneralizedRCNNTransform):
             return super().postprocess(result, image_shapes, original_image_sizes)
         for prediction, original_size in zip(result, original_image_sizes):
             scale = self.scale_factor(*original_size)
-            prediction["boxes"] = _scale_inclusive(prediction["boxes"], 1 / scale)
+            prediction["boxes"] = _clip_to_image(_scale_inclusive(prediction["boxes"], 1 / scale), original_size)
             if "masks" in prediction:
                 prediction["masks"] = paste_masks_in_image(prediction["masks"], prediction["boxes"], original_size)
         return result
+
+
+def _clip_to_image(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Within the image, and never inverted: a sliver under one pixel that v1's inclusive
+    scaling turns inside out (height (h - 1) / s + 1 < 0) becomes an empty box instead."""
+    height, width = size
+    x1, y1, x2, y2 = boxes.unbind(1)
+    x1, y1 = x1.clamp(0, width), y1.clamp(0, height)
+    return torch.stack((x1, y1, torch.maximum(x2.clamp(0, width), x1), torch.maximum(y2.clamp(0, height), y1)), dim=1)
 
 
 def _scale_inclusive(boxes: Tensor, scale: float) -> Tensor:
@@ -260,3 +273,35 @@ def init_heads_as_mmdet_v1(model: nn.Module) -> None:
     for layer, std in ((roi_heads.box_predictor.cls_score, 0.01), (roi_heads.box_predictor.bbox_pred, 0.001)):
         nn.init.normal_(layer.weight, std=std)
         nn.init.zeros_(layer.bias)
+
+
+class MMDetV1LevelMapper(LevelMapper):
+    """v1's FPN level of a RoI: ``floor(log2(sqrt(area) / 56 + 1e-6))``, clamped to the levels.
+
+    The area of the inclusive box, which is the exclusive box's area here. torchvision's
+    mapper adds its epsilon after the logarithm, which differs at the level boundaries.
+    """
+
+    FINEST_SCALE = 56
+
+    def __init__(self, levels: int) -> None:
+        super().__init__(k_min=0, k_max=levels - 1)
+
+    def __call__(self, boxlists: List[Tensor]) -> Tensor:
+        scale = torch.sqrt(torch.cat([box_area(boxes) for boxes in boxlists]))
+        return torch.floor(torch.log2(scale / self.FINEST_SCALE + 1e-6)).clamp(0, self.k_max).to(torch.int64)
+
+
+class MMDetV1RoIAlign(MultiScaleRoIAlign):
+    """RoIAlign over the FPN levels at their fixed strides (v1's SingleRoIExtractor).
+
+    torchvision's MultiScaleRoIAlign infers each level's scale from the first batch it sees
+    (feature size / unpadded image size, rounded to a power of two) and keeps it: wrong for
+    small images (40 px high, padded to 64: P5 is 2 px, taken as 1/16) and then for every
+    later batch. Here the scales are fixed when the model is built.
+    """
+
+    def __init__(self, output_size: int, sampling_ratio: int = 2, strides: Sequence[int] = (4, 8, 16, 32)) -> None:
+        super().__init__([str(level) for level in range(len(strides))], output_size, sampling_ratio)
+        self.scales = [1.0 / stride for stride in strides]
+        self.map_levels = MMDetV1LevelMapper(len(strides))
