@@ -104,8 +104,10 @@ class EfficientChannelAttention(nn.Module):
         trick. In eager mode the residual form runs in place, see :meth:`_fast_forward`.
         """
         if torch.jit.is_scripting() or capturing_graph():
-            gate = _as_4d(self._gate(x)[1], x)
-            return x * gate if identity is None else torch.relu(torch.addcmul(identity, x, gate))
+            gate = self._gate(x)[1]
+            if identity is None:
+                return _scale(x, gate)
+            return torch.relu(torch.addcmul(identity, x, _as_4d(gate, x)))
         return self._fast_forward(x, identity, overwrite_identity)
 
     @torch.jit.unused
