@@ -247,7 +247,7 @@ def test_training_keeps_stem_layer1_and_batchnorm_statistics_fixed_and_uses_the_
         {"boxes": torch.tensor([[40.0, 5, 75, 50], [0, 30, 20, 60]]), "labels": torch.tensor([2, 1]), "masks": masks[1]},
     ]
     losses = []
-    for _ in range(4):
+    for _ in range(3):
         loss = sum(model(images, targets).values())
         optimizer.zero_grad()
         loss.backward()
@@ -335,3 +335,24 @@ def test_detections_mapped_back_are_never_inverted_and_stay_in_the_image():
     assert (mapped[:, 2:] >= mapped[:, :2]).all()
     assert mapped[0, 3] == mapped[0, 1]
     assert mapped[1, 2] <= 130 and mapped[1, 3] <= 87
+
+
+def test_bfloat16_autocast_trains_and_keeps_boxes_in_float32():
+    """Under autocast the features are bfloat16 (steps of 4 px at 800 px); anchors, deltas and boxes stay float32.
+
+    (Faster R-CNN only: bfloat16 is slow on most CPUs, and RetinaNet's float32 deltas are the same one-line cast.)
+    """
+    torch.manual_seed(0)
+    model = create_detector("fasterrcnn_eca_resnet18_fpn", num_classes=3, rpn_post_nms_top_n_train=100, box_batch_size_per_image=16, **TINY)
+    targets = [{"boxes": torch.tensor([[3.0, 4, 30, 40]]), "labels": torch.tensor([2])}]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()([torch.rand(3, 64, 90)], targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(loss) for loss in losses.values())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        (output,) = model.eval()([torch.rand(3, 64, 90)])
+    generator = model.rpn.anchor_generator
+    features = [torch.zeros(1, 1, 512 // stride, 512 // stride, dtype=torch.bfloat16) for stride in generator.strides]
+    anchors = generator(ImageList(torch.zeros(1, 3, 512, 512), [(512, 512)]), features)[0]
+    assert output["boxes"].dtype == torch.float32 and anchors.dtype == torch.float32
+    assert anchors.max() > 500 and torch.equal(anchors, anchors.round())

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import boxes as box_ops
 
 from models.eca import KernelSizeSpec
@@ -24,7 +25,9 @@ from .mmdet_v1 import (
     RETINANET_ANCHORS,
     RPN_ANCHORS,
     MMDetV1AnchorGenerator,
+    MMDetV1BoxPredictor,
     MMDetV1RegionProposalNetwork,
+    MMDetV1RPNHead,
     MMDetV1RetinaNetRegressionHead,
     MMDetV1RoIAlign,
     MMDetV1Transform,
@@ -150,10 +153,14 @@ def _build(
     else:
         settings = {**_COMMON_SETTINGS, **_RCNN_SETTINGS, **detector_kwargs}
         settings.setdefault("rpn_anchor_generator", MMDetV1AnchorGenerator(**RPN_ANCHORS))
+        settings.setdefault("rpn_head", MMDetV1RPNHead(backbone.out_channels, settings["rpn_anchor_generator"].num_anchors_per_location()[0]))
         settings.setdefault("box_roi_pool", MMDetV1RoIAlign(7))
+        settings.setdefault("box_predictor", MMDetV1BoxPredictor(1024, num_classes))  # after TwoMLPHead's 1024
         if detector == "maskrcnn":
             settings.setdefault("mask_roi_pool", MMDetV1RoIAlign(14))
-        model = (MaskRCNN if detector == "maskrcnn" else FasterRCNN)(backbone, num_classes=num_classes, **settings)
+            settings.setdefault("mask_predictor", MaskRCNNPredictor(256, 256, num_classes))
+        # torchvision takes num_classes only to build the predictors, given here.
+        model = (MaskRCNN if detector == "maskrcnn" else FasterRCNN)(backbone, num_classes=None, **settings)
         model.rpn = MMDetV1RegionProposalNetwork.replacing(model.rpn)
     model.transform = MMDetV1Transform.replacing(model.transform)
     init_heads_as_mmdet_v1(model)

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetRegressionHead
 from torchvision.models.detection.roi_heads import paste_masks_in_image
-from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, box_area
 from torchvision.ops.poolers import LevelMapper
@@ -35,6 +36,8 @@ __all__ = [
     "MMDetV1AnchorGenerator",
     "MMDetV1Transform",
     "MMDetV1RegionProposalNetwork",
+    "MMDetV1RPNHead",
+    "MMDetV1BoxPredictor",
     "MMDetV1RoIAlign",
     "MMDetV1LevelMapper",
     "MMDetV1RetinaNetRegressionHead",
@@ -107,7 +110,7 @@ class MMDetV1AnchorGenerator(AnchorGenerator):
         grid_sizes = [list(feature_map.shape[-2:]) for feature_map in feature_maps]
         device = feature_maps[0].device
         strides = [[torch.tensor(stride, dtype=torch.int64, device=device)] * 2 for stride in self.strides]
-        self.set_cell_anchors(feature_maps[0].dtype, device)
+        self.set_cell_anchors(_box_dtype(feature_maps[0]), device)
         anchors = torch.cat(self.grid_anchors(grid_sizes, strides))
         return [anchors for _ in image_list.image_sizes]
 
@@ -174,6 +177,12 @@ class MMDetV1Transform(GeneralizedRCNNTransform):
         return result
 
 
+def _box_dtype(tensor: Tensor) -> torch.dtype:
+    """At least float32 for anything that becomes box coordinates: bfloat16 has 8 bits of
+    mantissa (steps of 4 px at 800 px), float16 10; features are in those under autocast."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
 def _clip_to_image(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
     """Within the image, and never inverted: a sliver under one pixel that v1's inclusive
     scaling turns inside out (height (h - 1) / s + 1 < 0) becomes an empty box instead."""
@@ -228,7 +237,7 @@ class MMDetV1RegionProposalNetwork(RegionProposalNetwork):
         labels, matched_gt_boxes = [], []
         for anchors_per_image, target, (height, width) in zip(anchors, targets, self._image_sizes):
             inside = (anchors_per_image[:, :2] >= 0).all(dim=1) & (anchors_per_image[:, 2] <= width) & (anchors_per_image[:, 3] <= height)
-            image_labels = anchors_per_image.new_full((anchors_per_image.shape[0],), -1.0)
+            image_labels = torch.full((anchors_per_image.shape[0],), -1.0, device=anchors_per_image.device)
             image_boxes = torch.zeros_like(anchors_per_image)
             if inside.any():
                 (inside_labels,), (inside_boxes,) = super().assign_targets_to_anchors([anchors_per_image[inside]], [target])
@@ -239,8 +248,30 @@ class MMDetV1RegionProposalNetwork(RegionProposalNetwork):
         return labels, matched_gt_boxes
 
 
+class MMDetV1RPNHead(RPNHead):
+    """torchvision's RPN head, its outputs in at least float32 so that proposals decoded from
+    them keep their precision under autocast."""
+
+    def forward(self, x: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        objectness, deltas = super().forward(x)
+        return [o.to(_box_dtype(o)) for o in objectness], [d.to(_box_dtype(d)) for d in deltas]
+
+
+class MMDetV1BoxPredictor(FastRCNNPredictor):
+    """torchvision's box predictor, its outputs in at least float32 (detections are decoded from them)."""
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        scores, deltas = super().forward(x)
+        return scores.to(_box_dtype(scores)), deltas.to(_box_dtype(deltas))
+
+
 class MMDetV1RetinaNetRegressionHead(RetinaNetRegressionHead):
-    """torchvision's RetinaNet box branch with v1's smooth-L1 loss (beta 0.11) instead of L1."""
+    """torchvision's RetinaNet box branch with v1's smooth-L1 loss (beta 0.11) instead of L1,
+    its deltas in at least float32 (boxes are decoded from them)."""
+
+    def forward(self, x: List[Tensor]) -> Tensor:
+        deltas = super().forward(x)
+        return deltas.to(_box_dtype(deltas))
 
     def compute_loss(
         self, targets: List[Dict[str, Tensor]], head_outputs: Dict[str, Tensor], anchors: List[Tensor], matched_idxs: List[Tensor]
