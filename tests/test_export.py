@@ -24,6 +24,7 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import models
@@ -277,6 +278,23 @@ def test_released_checkpoint_loads_into_a_features_only_model(released_file):
     assert isinstance(backbone, models.FeatureListNet) and info["arch"] == "eca_resnet18"
     x = images(2)
     torch.testing.assert_close(eager(backbone.eval(), x)[-1], source.eval().forward_features(x).detach())
+
+
+@pytest.mark.parametrize("capture", ["script", "trace", "export"])
+def test_detection_body_captures(built, capture):
+    """The ResNet body as the detectors take it (torchvision's IntermediateLayerGetter, children unrenamed)."""
+    body = IntermediateLayerGetter(copy.deepcopy(model_for(built, "eca_resnet18")), {f"layer{i}": str(i) for i in range(1, 5)})
+    x = images(2)
+    if capture == "script":
+        graph = torch.jit.script(body)
+    elif capture == "trace":
+        graph = torch.jit.trace(body, x, strict=False)
+    else:
+        graph = torch.export.export(body, (x,)).module()
+    expected = eager(body, images(2, seed=4))
+    actual = graph(images(2, seed=4))
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, msg=name)
 
 
 # --- the fast eager path and mixed precision ------------------------------------------------
