@@ -8,8 +8,9 @@ so rank 0 decides and the others follow: its flag travels in one all_reduce that
 only where it syncs anyway (progress lines, checkpoint steps, the end of an epoch). A stop
 therefore comes at most ``print_freq`` steps after the signal, plus the save.
 
-A second signal while the checkpoint is being written changes nothing: the handler stays
-installed until the run ends and the save is atomic.
+A second signal while the checkpoint is being written changes nothing: the save is atomic,
+and once a stop is requested, later stop signals are ignored until the process exits, so that a
+second SIGTERM (SLURM and torchrun may each send one) cannot turn the clean exit into a kill.
 """
 
 import signal
@@ -31,7 +32,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 class StopSignal:
     """Records the first stop signal instead of dying of it; use as a context manager around
-    training, which restores the previous handlers on exit.
+    training. On exit it restores the previous handlers, unless a signal came: then the stop
+    signals are left ignored (SIG_IGN, which Python keeps while it shuts down, unlike a Python
+    handler), as the process is on its way out; child processes started after that would
+    inherit the ignoring.
 
     ``requested`` is the signal's name (``"SIGTERM"``) once one arrived, else None.
     """
@@ -55,7 +59,7 @@ class StopSignal:
         self, kind: Optional[Type[BaseException]], error: Optional[BaseException], traceback: Optional[TracebackType]
     ) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if self.requested is None else signal.SIG_IGN)
         self._previous.clear()
 
 
