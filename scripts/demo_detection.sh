@@ -28,5 +28,5 @@ python detect.py "$COCO" -a maskrcnn_eca_resnet18_fpn --backbone-weights "$RUN/b
     --detector-arg rpn_pre_nms_top_n_test=300 --detector-arg rpn_post_nms_top_n_test=100 \
     --detector-arg box_detections_per_img=20 \
     --eval-interval 4 --output-dir "$RUN" | tee "$RUN/train.log"
-python predict.py --weights "$RUN/checkpoint.pth.tar" "$COCO/val2017/00000300.jpg" --out-dir "$RUN"
+python predict.py --weights "$RUN/checkpoint.pth.tar" "$COCO/val2017/$(ls "$COCO/val2017" | head -n 1)" --out-dir "$RUN"
 grep '^ \* ' "$RUN/train.log"
