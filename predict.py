@@ -105,9 +105,7 @@ def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor], na
     if "masks" in detections:
         image = draw_segmentation_masks(image, detections["masks"][:, 0] > 0.5, alpha=0.45, colors=colors)
     labels = [f"{detection_label(label, names)} {score:.2f}" for label, score in zip(detections["labels"].tolist(), detections["scores"].tolist())]
-    boxes = detections["boxes"].clone()
-    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2])  # a sliver clipped at the border may come out inverted
-    return draw_bounding_boxes(image, boxes, labels=labels, colors=colors, width=2)
+    return draw_bounding_boxes(image, detections["boxes"], labels=labels, colors=colors, width=2)
 
 
 _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324"]
