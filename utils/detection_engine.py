@@ -14,14 +14,13 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .coco import CocoDetection
 from .coco_eval import detections_to_results, evaluate_coco, merge_results
-from .distributed import DistributedContext, all_gather_rows, all_reduce_sum
-from .engine import _check_point, _readable_batches, _report_unreadable, _stop_if_nonfinite, set_learning_rate
+from .distributed import DistributedContext, all_gather_rows, all_reduce_sum, gather_objects
+from .engine import readable_batches, report_unreadable, set_learning_rate, stop_if_nonfinite, sync_point
 from .metrics import format_duration
 from .preemption import StopSignal, TrainingStopped
 from .resume import CheckpointSchedule, EpochProgress
@@ -32,7 +31,6 @@ __all__ = [
     "move_to_device",
     "train_one_epoch",
     "predict_dataset",
-    "gather_objects",
     "evaluate",
 ]
 
@@ -197,7 +195,7 @@ def train_one_epoch(
     unreadable: List[str] = []
     stop = stop if save_progress is not None else None
     lr = schedule(epoch, first_step)
-    for step, images, targets in _readable_batches(loader, bad_images, unreadable, first_step):
+    for step, images, targets in readable_batches(loader, bad_images, unreadable, first_step):
         lr = schedule(epoch, step)
         set_learning_rate(optimizer, lr)
         images, targets = move_to_device(images, targets, device)
@@ -223,7 +221,7 @@ def train_one_epoch(
         saving = save_progress is not None and checkpoints is not None and checkpoints.due(epoch, step, steps)
         # Alone, a process reads its flag every step for free; under DDP only where it syncs anyway.
         signalled = not context.enabled and stop is not None and stop.requested is not None
-        stopping = _check_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
+        stopping = sync_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
         if printing:
             running = totals.summary()
             eta = (time.perf_counter() - totals.start) / (step - first_step + 1) * (steps - step - 1)
@@ -238,10 +236,10 @@ def train_one_epoch(
             save_progress(EpochProgress(epoch, step + 1, steps, loader.batch_size * context.world_size, rows, totals.elapsed()))
         if stopping:
             raise TrainingStopped(stop.requested or "process 0's signal", epoch, step + 1, steps)
-    _stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
+    stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
     loss_names = _agreed_loss_names(totals.names, context)
     summary = totals.summary(context, loss_names)
-    summary["unreadable"] = _report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)
+    summary["unreadable"] = report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)
     summary["lr"] = schedule.epoch_lr(epoch)
     return summary
 
@@ -278,7 +276,7 @@ def predict_dataset(
     unreadable: List[str] = []
     start = time.perf_counter()
     images_done = 0
-    for step, images, targets in _readable_batches(loader, bad_images, unreadable):
+    for step, images, targets in readable_batches(loader, bad_images, unreadable):
         images = [image.to(device, non_blocking=True) for image in images]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
@@ -292,16 +290,7 @@ def predict_dataset(
             rate = images_done / elapsed if elapsed > 0 else 0.0
             eta = elapsed / (step + 1) * (steps - step - 1)
             log(f"Test: [{step:>{len(str(steps))}}/{steps}]  {rate * context.world_size:.1f} img/s  eta {format_duration(eta)}")
-    return results, image_ids, _report_unreadable(unreadable, device, context, log, "Test:")
-
-
-def gather_objects(value: Any, context: DistributedContext) -> List[Any]:
-    """Every process's ``value`` (picklable), one entry per rank, on every rank."""
-    if not context.enabled:
-        return [value]
-    gathered: List[Any] = [None] * context.world_size
-    dist.all_gather_object(gathered, value)
-    return gathered
+    return results, image_ids, report_unreadable(unreadable, device, context, log, "Test:")
 
 
 def evaluate(

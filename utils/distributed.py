@@ -3,7 +3,7 @@ and the few collective helpers training needs."""
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -15,6 +15,7 @@ __all__ = [
     "init_distributed",
     "all_reduce_sum",
     "all_gather_rows",
+    "gather_objects",
     "run_on_main",
     "barrier",
     "cleanup",
@@ -98,6 +99,15 @@ def all_gather_rows(tensor: torch.Tensor, context: DistributedContext) -> torch.
     rows = [torch.empty_like(tensor) for _ in range(context.world_size)]
     dist.all_gather(rows, tensor)
     return torch.stack(rows)
+
+
+def gather_objects(value: Any, context: DistributedContext) -> List[Any]:
+    """Every process's ``value`` (picklable), one entry per rank, on every rank."""
+    if not context.enabled:
+        return [value]
+    gathered: List[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 class PeerFailedError(Exception):

@@ -27,7 +27,17 @@ from .metrics import RunningTotals, format_duration
 from .preemption import StopSignal, TrainingStopped, stop_vote
 from .resume import CheckpointSchedule, EpochProgress
 
-__all__ = ["NonFiniteLossError", "step_learning_rate", "set_learning_rate", "train_one_epoch", "evaluate"]
+__all__ = [
+    "NonFiniteLossError",
+    "step_learning_rate",
+    "set_learning_rate",
+    "readable_batches",
+    "report_unreadable",
+    "sync_point",
+    "stop_if_nonfinite",
+    "train_one_epoch",
+    "evaluate",
+]
 
 Log = Callable[[str], None]
 
@@ -65,7 +75,7 @@ def _forward(
         return output, criterion(output, target), target
 
 
-def _readable_batches(
+def readable_batches(
     loader: DataLoader, bad_images: str, unreadable: List[str], first_step: int = 0
 ) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
     """(step, images, targets) of the batches with images, steps counted from ``first_step`` (a
@@ -80,7 +90,7 @@ def _readable_batches(
             yield step, images, target
 
 
-def _report_unreadable(
+def report_unreadable(
     unreadable: List[str], device: torch.device, context: DistributedContext, log: Log, where: str, earlier: int = 0
 ) -> int:
     """Log how many files all processes skipped (``earlier``: this process's count before a
@@ -92,7 +102,7 @@ def _report_unreadable(
     return count
 
 
-def _check_point(first_bad_step: torch.Tensor, stop: Optional[StopSignal], epoch: int, step: int, context: DistributedContext) -> bool:
+def sync_point(first_bad_step: torch.Tensor, stop: Optional[StopSignal], epoch: int, step: int, context: DistributedContext) -> bool:
     """At a step where the loop syncs anyway, one all_reduce answers two questions on every
     process: has any process seen a non-finite loss (then raise, before anything is saved, so
     that no process goes on to a collective the others never join), and has rank 0 been asked
@@ -109,9 +119,9 @@ def _check_point(first_bad_step: torch.Tensor, stop: Optional[StopSignal], epoch
     return bool(stopping)
 
 
-def _stop_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, step: int, context: DistributedContext) -> None:
+def stop_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, step: int, context: DistributedContext) -> None:
     """Raise NonFiniteLossError on every process as soon as any process has seen a non-finite loss."""
-    _check_point(first_bad_step, None, epoch, step, context)
+    sync_point(first_bad_step, None, epoch, step, context)
 
 
 def train_one_epoch(
@@ -152,7 +162,7 @@ def train_one_epoch(
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     unreadable: List[str] = []
     stop = stop if save_progress is not None else None
-    for step, images, target in _readable_batches(loader, bad_images, unreadable, first_step):
+    for step, images, target in readable_batches(loader, bad_images, unreadable, first_step):
         output, loss, target = _forward(model, criterion, images, target, device, channels_last, amp_dtype)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -168,7 +178,7 @@ def train_one_epoch(
         saving = save_progress is not None and checkpoints is not None and checkpoints.due(epoch, step, steps)
         # Alone, a process reads its flag every step for free; under DDP only where it syncs anyway.
         signalled = not context.enabled and stop is not None and stop.requested is not None
-        stopping = _check_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
+        stopping = sync_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
         if printing:
             running = totals.summary()
             eta = running["seconds"] / (step + 1) * (steps - step - 1)
@@ -183,9 +193,9 @@ def train_one_epoch(
             save_progress(EpochProgress(epoch, step + 1, steps, loader.batch_size * context.world_size, rows, totals.elapsed()))
         if stopping:
             raise TrainingStopped(stop.requested or "process 0's signal", epoch, step + 1, steps)
-    _stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
+    stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
     summary = totals.summary(context)
-    return {**summary, "unreadable": _report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)}
+    return {**summary, "unreadable": report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)}
 
 
 @torch.no_grad()
@@ -210,12 +220,12 @@ def evaluate(
     totals = RunningTotals(device)
     steps = len(loader)
     unreadable: List[str] = []
-    for step, images, target in _readable_batches(loader, bad_images, unreadable):
+    for step, images, target in readable_batches(loader, bad_images, unreadable):
         output, loss, target = _forward(model, criterion, images, target, device, channels_last, amp_dtype)
         totals.update(loss, output, target)
         if print_freq and step % print_freq == 0 and step != steps - 1:
             running = totals.summary()
             log(f"Test: [{step:>{len(str(steps))}}/{steps}]  loss {running['loss']:.4f}  Prec@1 {running['prec1']:6.2f}  Prec@5 {running['prec5']:6.2f}")
-    result = {**totals.summary(context), "unreadable": _report_unreadable(unreadable, device, context, log, "Test:")}
+    result = {**totals.summary(context), "unreadable": report_unreadable(unreadable, device, context, log, "Test:")}
     log(f" * Prec@1 {result['prec1']:.3f} Prec@5 {result['prec5']:.3f}")
     return result
