@@ -19,32 +19,20 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import torch
 from torch import nn
 
-from main import (
-    EXIT_STATUSES,
-    UsageError,
-    _Parser,
-    amp_settings,
-    checkpoint_args,
-    finish_epoch,
-    parse_ksize,
-    prepare_run_dir,
-    resume_state,
-    run_directory,
-    select_device,
-    wrap_model,
-)
 from models.detection import create_detector, detector_names
-from utils.checkpoint import CheckpointError, CheckpointSaveError, save_checkpoint
+from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args, save_checkpoint
 from utils.coco import CocoDetection, build_coco_loader, coco_split_paths
-from utils.console import show_warnings_as_one_line
+from utils.console import TRAINING_EXIT_STATUSES, OneLineErrorParser, UsageError, parse_ksize, show_warnings_as_one_line
 from utils.data import DataError, start_epoch
 from utils.detection_checkpoint import load_backbone_weights, load_detector
 from utils.detection_engine import DetectionSchedule, evaluate, train_one_epoch
+from utils.device import amp_settings, select_device, wrap_model
 from utils.distributed import DistributedContext, PeerFailedError, cleanup, init_distributed, parameters_agree, run_on_main
 from utils.engine import NonFiniteLossError
 from utils.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume
+from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume, resume_state
+from utils.run_dir import finish_epoch, prepare_run_dir, run_directory
 from utils.run_log import RunLog
 
 DEFAULT_ARCH = "maskrcnn_eca_resnet50_fpn"
@@ -59,10 +47,10 @@ CSV_FIELDS = (
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         description="COCO detection training and evaluation (MMDetection v1's 1x recipe)",
         prog="detect.py",
-        epilog=EXIT_STATUSES,
+        epilog=TRAINING_EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("data", nargs="?", metavar="DIR",
@@ -262,13 +250,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     log = (lambda line: print(line, flush=True)) if context.is_main else (lambda line: None)
-    device = select_device(args, context)
+    device = select_device(args.gpu, context)
     if args.seed is not None:
         seed_everything(args.seed)
         torch.backends.cudnn.deterministic = True
 
     if args.resume == "auto":
-        run_dir = run_directory(args, args.arch or DEFAULT_ARCH)
+        run_dir = run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action)
         args.resume = resolve_resume(args.resume, run_dir)
         if not args.resume and args.evaluate:
             raise UsageError(f"--resume auto: {run_dir} holds no checkpoint to evaluate")
@@ -286,18 +274,17 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         )
     if args.backbone_weights:
         log(load_backbone_weights(model, args.backbone_weights))
-    if args.evaluate:
-        run_dir = run_directory(args, arch)
-        if context.is_main:
-            os.makedirs(run_dir, exist_ok=True)
-    else:
-        run_dir = prepare_run_dir(args, arch, log) if context.is_main else run_directory(args, arch)
+    run_dir = run_directory(args.output_dir, arch, args.action)
+    if context.is_main and args.evaluate:
+        os.makedirs(run_dir, exist_ok=True)
+    elif context.is_main:
+        prepare_run_dir(run_dir, bool(args.resume), log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"=> {arch} ({trainable:,} trainable parameters) on {device}"
         + (f", {context.world_size} processes ({context.backend})" if context.enabled else ""))
 
-    args.channels_last, args.compile = False, False
-    train_model, eval_model = wrap_model(model, args, device, context)
+    # One device per process: torchvision's detectors take lists of images, which DataParallel cannot split.
+    train_model, eval_model = wrap_model(model, device, context, one_gpu=True)
     if isinstance(train_model, nn.DataParallel):  # DataParallel cannot scatter lists of images of different sizes
         train_model = eval_model = model
     amp_dtype, scaler = amp_settings(args.amp, device)

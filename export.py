@@ -14,11 +14,11 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import List, Optional
 
 import models
 from utils.checkpoint import CheckpointError, load_model
-from utils.console import show_warnings_as_one_line
+from utils.console import OneLineErrorParser, UsageError, show_warnings_as_one_line
 from utils.export import (
     DEFAULT_OPSET,
     EXPORT_REQUIREMENTS,
@@ -36,18 +36,8 @@ EXIT_STATUSES = """exit status:
 """
 
 
-class UsageError(Exception):
-    """Bad input, found before any export work; ``str()`` is one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line on stderr, not the usage block."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="export.py", description=__doc__, epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--weights", required=True, help="checkpoint file: released, saved by main.py, or a state_dict")

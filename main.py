@@ -7,21 +7,20 @@ under torchrun / --world-size. Every flag of the original keeps its name and mea
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 import models
-from utils.checkpoint import (
-    CheckpointError,
-    CheckpointSaveError,
-    copy_checkpoint,
-    load_model,
-    remove_stale_temporaries,
-    save_checkpoint,
+from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args, load_model, save_checkpoint
+from utils.console import (
+    TRAINING_EXIT_STATUSES,
+    OneLineErrorParser,
+    UsageError,
+    parse_ksize,
+    show_warnings_as_one_line,
 )
-from utils.console import show_warnings_as_one_line
 from utils.data import (
     IMAGENET_TRAIN_SIZE,
     IMAGENET_VAL_SIZE,
@@ -31,11 +30,13 @@ from utils.data import (
     build_loader,
     start_epoch,
 )
+from utils.device import amp_settings, select_device, wrap_model
 from utils.distributed import DistributedContext, PeerFailedError, cleanup, init_distributed, parameters_agree, run_on_main
 from utils.engine import NonFiniteLossError, evaluate, set_learning_rate, step_learning_rate, train_one_epoch
 from utils.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume
+from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume, resume_state
+from utils.run_dir import finish_epoch, prepare_run_dir, run_directory
 from utils.run_log import RunLog
 
 DEFAULT_ARCH = "eca_resnet50"
@@ -48,29 +49,11 @@ RECIPES: Dict[str, Dict[str, float]] = {
 }
 
 
-class UsageError(Exception):
-    """A bad command line; ``str()`` is one line meant for the user."""
-
-
-EXIT_STATUSES = f"""exit status:
-  0   done
-  1   training diverged (non-finite loss), or a checkpoint could not be written (disk full, ...)
-  2   bad input: arguments, data or checkpoint files
-  {EXIT_STOPPED}  stopped by SIGTERM or SIGUSR1 after saving a checkpoint of that step: continue with --resume auto
-"""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line on stderr, not the usage block: the full help is one ``--help`` away."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         description="ECA-Net ImageNet training and evaluation",
         prog="main.py",
-        epilog=EXIT_STATUSES,
+        epilog=TRAINING_EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("data", nargs="?", metavar="DIR", help="dataset root with train/ and val/ ImageFolders")
@@ -135,13 +118,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_ksize(text: Optional[str]) -> Optional[Union[str, List[str]]]:
-    """``3557`` or ``adaptive`` as models take them; ``3,5,11,7`` for two-digit sizes."""
-    if text is None:
-        return None
-    return [entry.strip() for entry in text.split(",")] if "," in text else text
-
-
 def validate_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before any process group, dataset or model exists."""
     if args.arch is not None and args.arch not in models.model_names:
@@ -187,14 +163,6 @@ def apply_recipe(args: argparse.Namespace, arch: str) -> None:
             setattr(args, name, type(value)(value))
 
 
-def select_device(args: argparse.Namespace, context: DistributedContext) -> torch.device:
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    if context.enabled:
-        return torch.device("cuda", context.local_rank)
-    return torch.device("cuda", args.gpu if args.gpu is not None else torch.cuda.current_device())
-
-
 def folder_datasets(args: argparse.Namespace) -> Tuple[Any, Any]:
     """(train, val) ImageFolders; train is None when only evaluating, so a val/-only tree is enough."""
     train = None if args.evaluate else build_dataset(args.data, "train", args.image_size, args.min_scale)
@@ -236,68 +204,6 @@ def classifier_outputs(model: nn.Module) -> int:
     return [module for module in model.modules() if isinstance(module, nn.Linear)][-1].out_features
 
 
-def run_directory(args: argparse.Namespace, arch: str) -> str:
-    return args.output_dir or os.path.join("runs", f"{arch}_{args.action}" if args.action else arch)
-
-
-def prepare_run_dir(args: argparse.Namespace, arch: str, log: Callable[[str], None]) -> str:
-    """Create the run directory, prove it writable now (not after the first epoch) and remove
-    the temporary files of a save that was killed half-way.
-
-    A fresh run never overwrites an earlier run's checkpoints: days of training are not lost
-    to a forgotten ``--resume``.
-    """
-    run_dir = run_directory(args, arch)
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.unlink(probe)
-    except OSError as error:
-        raise UsageError(f"run directory {run_dir} is not writable ({error.strerror})") from None
-    previous = [os.path.join(run_dir, name) for name in (EPOCH_CHECKPOINT, STEP_CHECKPOINT)]
-    if not args.resume and any(os.path.exists(path) for path in previous):
-        raise UsageError(
-            f"{run_dir} already holds a run's checkpoint; continue it with --resume auto, "
-            "or start a new run with another --output-dir"
-        )
-    for name in remove_stale_temporaries(run_dir):
-        log(f"=> removed {os.path.join(run_dir, name)}, left by a save that was interrupted")
-    return run_dir
-
-
-def amp_settings(enabled: bool, device: torch.device) -> Tuple[Optional[torch.dtype], Optional[torch.amp.GradScaler]]:
-    """bf16 where supported (no loss scaling needed), else fp16 with a GradScaler."""
-    if not enabled:
-        return None, None
-    if device.type == "cpu" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
-
-
-def wrap_model(
-    model: nn.Module, args: argparse.Namespace, device: torch.device, context: DistributedContext
-) -> Tuple[nn.Module, nn.Module]:
-    """(the model to train, the model to evaluate); the bare model stays what checkpoints save."""
-    model.to(device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    compiled = torch.compile(model) if args.compile else model
-    if context.enabled:
-        device_ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids), compiled
-    if device.type == "cuda" and args.gpu is None:
-        parallel = nn.DataParallel(compiled)
-        return parallel, parallel
-    return compiled, compiled
-
-
-def checkpoint_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """The arguments as plain values, so checkpoints load with weights_only=True."""
-    return {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool, type(None)))}
-
-
 def run(args: argparse.Namespace) -> int:
     validate_args(args)
     context = init_distributed(args.world_size, args.dist_url, args.rank, args.dist_backend)
@@ -309,16 +215,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     log = (lambda line: print(line, flush=True)) if context.is_main else (lambda line: None)
-    device = select_device(args, context)
+    device = select_device(args.gpu, context)
     if args.seed is not None:
         seed_everything(args.seed)
         torch.backends.cudnn.deterministic = True
     else:
         torch.backends.cudnn.benchmark = True
     if args.resume == "auto":
-        args.resume = resolve_resume(args.resume, run_directory(args, args.arch or DEFAULT_ARCH))
+        args.resume = resolve_resume(args.resume, run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action))
         if not args.resume and args.evaluate:
-            raise UsageError(f"--resume auto: {run_directory(args, args.arch or DEFAULT_ARCH)} holds no checkpoint to evaluate")
+            raise UsageError(f"--resume auto: {run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action)} holds no checkpoint to evaluate")
         if args.resume and args.pretrained:
             log(f"=> --resume auto found {args.resume}; --pretrained {args.pretrained} is only for the first start")
             args.pretrained = ""
@@ -335,11 +241,15 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     apply_recipe(args, arch)
     if args.batch_size % context.world_size:
         raise UsageError(f"-b {args.batch_size} does not split evenly over {context.world_size} processes")
-    run_dir = prepare_run_dir(args, arch, log) if context.is_main and not args.evaluate else run_directory(args, arch)
+    run_dir = run_directory(args.output_dir, arch, args.action)
+    if context.is_main and not args.evaluate:
+        prepare_run_dir(run_dir, bool(args.resume), log)
     log(f"=> {arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
         + (f", {context.world_size} processes ({context.backend})" if context.enabled else ""))
 
-    train_model, eval_model = wrap_model(model, args, device, context)
+    train_model, eval_model = wrap_model(
+        model, device, context, one_gpu=args.gpu is not None, channels_last=args.channels_last, compile_model=args.compile
+    )
     criterion = nn.CrossEntropyLoss().to(device)
     amp_dtype, scaler = amp_settings(args.amp, device)
     pin_memory = device.type == "cuda"
@@ -420,24 +330,6 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     return 0
 
 
-def finish_epoch(run_dir: str, run_log: RunLog, row: Dict[str, float], state: Dict[str, Any], is_best: bool) -> None:
-    """Log the epoch, then save its checkpoint, in that order: killed in between, the run
-    resumes before this epoch, runs it again and logs it once more, replacing the row."""
-    run_log.log_epoch(row)
-    save_epoch(run_dir, state, is_best)
-    step_checkpoint = os.path.join(run_dir, STEP_CHECKPOINT)
-    if os.path.exists(step_checkpoint):
-        os.unlink(step_checkpoint)
-
-
-def save_epoch(run_dir: str, state: Dict[str, Any], is_best: bool) -> None:
-    """``checkpoint.pth.tar`` every epoch and a copy as ``model_best.pth.tar`` when Prec@1 improved."""
-    path = os.path.join(run_dir, EPOCH_CHECKPOINT)
-    save_checkpoint(state, path)
-    if is_best:
-        copy_checkpoint(path, os.path.join(run_dir, "model_best.pth.tar"))
-
-
 def epoch_row(epoch: int, lr: float, train: Dict[str, float], val: Dict[str, float]) -> Dict[str, float]:
     return {
         "epoch": epoch,
@@ -451,18 +343,6 @@ def epoch_row(epoch: int, lr: float, train: Dict[str, float], val: Dict[str, flo
         "val_prec5": val["prec5"],
         "epoch_seconds": train["seconds"] + val["seconds"],
     }
-
-
-def resume_state(checkpoint: Dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> Tuple[int, float]:
-    """Restore the optimizer (and loss scaler) from a checkpoint; returns (next epoch, best Prec@1)."""
-    if "optimizer" in checkpoint:
-        try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as error:
-            raise CheckpointError(f"the checkpoint's optimizer state does not fit this model ({error})") from None
-    if scaler is not None and checkpoint.get("scaler"):
-        scaler.load_state_dict(checkpoint["scaler"])
-    return int(checkpoint.get("epoch", 0)), float(checkpoint.get("best_prec1", 0.0))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

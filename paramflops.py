@@ -22,17 +22,11 @@ from torchvision.models.detection import RetinaNet
 import models
 from models.detection import create_detector, detector_names
 from utils.complexity import ATTENTION_TYPES, Complexity, attention_share, binary_units, measure, si_units
+from utils.console import OneLineErrorParser
 from utils.detection_complexity import DUMMY_INPUT, DetectorComplexity, measure_detector, paper_si_units, shapes_only
 
 CLASSIFICATION_INPUT_SIZE = 224
 CLASSIFICATION_CLASSES = 1000
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Report a usage mistake in one line, without the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _positive_int(text: str) -> int:
@@ -42,7 +36,7 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = _OneLineParser(prog="paramflops.py", description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(prog="paramflops.py", description=__doc__.split("\n")[0])
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "-a",

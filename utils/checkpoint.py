@@ -8,6 +8,7 @@ file needs no flags; where the caller's explicit choice contradicts the file, on
 what the file holds and what to pass.
 """
 
+import argparse
 import os
 import pickle
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "atomic_write",
     "CheckpointSaveError",
     "remove_stale_temporaries",
+    "checkpoint_args",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -438,3 +440,8 @@ def copy_checkpoint(source: PathLike, destination: PathLike) -> None:
     """Atomically copy a saved checkpoint (e.g. to ``model_best.pth.tar``) without re-serialising."""
     with open(source, "rb") as src:
         atomic_write(destination, lambda handle: shutil.copyfileobj(src, handle))
+
+
+def checkpoint_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The command-line arguments as plain values, so that checkpoints load with weights_only=True."""
+    return {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, bool, type(None)))}

@@ -10,7 +10,7 @@ and every restart.
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -23,6 +23,7 @@ __all__ = [
     "checkpoint_position",
     "latest_checkpoint",
     "resolve_resume",
+    "resume_state",
     "CheckpointSchedule",
     "EpochProgress",
 ]
@@ -138,3 +139,17 @@ class EpochProgress:
                 f"on {world_size} process(es), {steps} steps: continue with the same settings, or from the end "
                 f"of the last finished epoch with --resume <run>/{EPOCH_CHECKPOINT}"
             )
+
+
+def resume_state(
+    checkpoint: Dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]
+) -> Tuple[int, float]:
+    """Restore the optimizer (and loss scaler) from a checkpoint; returns (its epoch, best score so far)."""
+    if "optimizer" in checkpoint:
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit this model ({error})") from None
+    if scaler is not None and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    return int(checkpoint.get("epoch", 0)), float(checkpoint.get("best_prec1", 0.0))
