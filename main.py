@@ -38,6 +38,7 @@ from utils.reproducibility import capture_rng_state, restore_rng_state, seed_eve
 from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume, resume_state
 from utils.run_dir import finish_epoch, prepare_run_dir, run_directory
 from utils.run_log import RunLog
+from utils.transforms import PIPELINES
 
 DEFAULT_ARCH = "eca_resnet50"
 
@@ -95,6 +96,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="training crop; evaluation resizes to S/0.875 and centre-crops S")
     parser.add_argument("--min-scale", default=0.08, type=float, metavar="F",
                         help="smallest area fraction RandomResizedCrop takes")
+    parser.add_argument("--train-pipeline", default="fast", choices=PIPELINES,
+                        help="training images: 'fast' decodes with torchvision.io and crops uint8 tensors, "
+                        "normalised on the device; 'pil' is the original's PIL pipeline, normalised "
+                        "in the workers. The same crops and flips for the same --seed (default: fast)")
+    parser.add_argument("--eval-pipeline", default="pil", choices=PIPELINES,
+                        help="evaluation images: 'pil' gives the exact pixels published accuracies were "
+                        "measured on; 'fast' as --train-pipeline, whose resize rounds differently (default: pil)")
+    parser.add_argument("--decode-device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the fast training pipeline decodes JPEGs: 'cuda' decodes each batch on this "
+                        "process's GPU with nvjpeg, the workers only read files and draw crops (default: cpu)")
     parser.add_argument("--bad-images", default="skip", choices=["skip", "error"],
                         help="an unreadable (corrupt, truncated) image file: skip it and count it per epoch, "
                         "or stop with an error naming it (default: skip)")
@@ -142,6 +153,10 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--gpu {args.gpu}: {available}")
     if not 0 <= args.rank < max(args.world_size, 1):
         raise UsageError(f"--rank {args.rank} is outside --world-size {args.world_size}")
+    if args.decode_device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--decode-device cuda: CUDA is not available; leave it out to decode in the CPU workers")
+    if args.decode_device == "cuda" and args.train_pipeline == "pil":
+        raise UsageError("--decode-device cuda decodes for the fast pipeline; leave out --train-pipeline pil")
     if args.dist_backend == "nccl" and not torch.cuda.is_available():
         raise UsageError("--dist-backend nccl needs CUDA; use gloo on CPU-only machines")
     if args.ksize is not None:
@@ -165,8 +180,9 @@ def apply_recipe(args: argparse.Namespace, arch: str) -> None:
 
 def folder_datasets(args: argparse.Namespace) -> Tuple[Any, Any]:
     """(train, val) ImageFolders; train is None when only evaluating, so a val/-only tree is enough."""
-    train = None if args.evaluate else build_dataset(args.data, "train", args.image_size, args.min_scale)
-    val = build_dataset(args.data, "val", args.image_size)
+    pipeline = "encoded" if args.decode_device == "cuda" else args.train_pipeline
+    train = None if args.evaluate else build_dataset(args.data, "train", args.image_size, args.min_scale, pipeline)
+    val = build_dataset(args.data, "val", args.image_size, pipeline=args.eval_pipeline)
     if train is not None and train.classes != val.classes:
         raise DataError(f"{args.data}: train/ and val/ have different class folders")
     return train, val
@@ -269,7 +285,11 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         progress = EpochProgress.from_checkpoint(checkpoint)
         where = f"epoch {args.start_epoch}" + (f", step {progress.step}/{progress.steps}" if progress else "")
         log(f"=> resumed {args.resume} at {where} (best Prec@1 {best_prec1:.3f})")
-    train_loader = build_loader(train_set, True, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory)
+    decode_device = device if args.decode_device == "cuda" and args.dummy is None else None
+    train_loader = build_loader(
+        train_set, True, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory,
+        decode_device=decode_device,
+    )
     run_log = RunLog(run_dir, first_epoch=args.start_epoch if checkpoint is not None else 0) if context.is_main else None
     if checkpoint is not None and "rng" in checkpoint:
         restore_rng_state(checkpoint["rng"])

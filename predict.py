@@ -32,8 +32,8 @@ import models
 from models.detection import COCO_CLASSES, detector_names
 from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_model
 from utils.console import show_warnings_as_one_line
-from utils.data import build_transform
 from utils.detection_checkpoint import load_detector
+from utils.transforms import build_transform
 
 IMAGENET_CLASSES: List[str] = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
 """The 1000 ImageNet-1k class names in WNID-sorted order, the order ImageFolder gives the classes."""

@@ -8,6 +8,11 @@ and whichever worker drew the sample.
 Loaders yield ``(images, targets, unreadable)``: a corrupt or truncated image file does not end
 a days-long epoch; it is dropped from its batch and its path comes back in ``unreadable``, through
 the batch itself so that it survives worker processes. The caller decides to skip or stop.
+
+Images come in two pipelines (utils.transforms): ``pil``, the original's float32 tensors, and
+``fast``, uint8 tensors decoded by torchvision.io (utils.decode) that the training loop
+normalises on the device. With ``--decode-device`` the training loader's workers hand over JPEG
+bytes and crop boxes instead, and :class:`DeviceDecodedLoader` decodes each batch on the device.
 """
 
 import os
@@ -15,22 +20,24 @@ from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
-from torchvision import datasets, transforms
+from torchvision import datasets
 
+from .decode import UNREADABLE, EncodedCrop, EncodedCrops, decode_on_device, read_encoded, read_rgb
 from .distributed import DistributedContext
 from .reproducibility import epoch_seed, sample_seed, seed_worker
+from .transforms import build_transform, fast_transform
 
 __all__ = [
     "DataError",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "IMAGENET_TRAIN_SIZE",
     "IMAGENET_VAL_SIZE",
-    "build_transform",
+    "DATASET_PIPELINES",
     "build_dataset",
     "UnreadableImage",
     "SkippingImageFolder",
     "collate_readable",
+    "collate_encoded",
+    "DeviceDecodedLoader",
     "SyntheticImages",
     "ShardSampler",
     "SeededSamples",
@@ -39,40 +46,12 @@ __all__ = [
     "start_epoch",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_TRAIN_SIZE = 1_281_167
 IMAGENET_VAL_SIZE = 50_000
 
 
 class DataError(Exception):
     """The data cannot be used; ``str()`` is one line meant for the user."""
-
-
-def build_transform(train: bool, image_size: int = 224, min_scale: float = 0.08) -> transforms.Compose:
-    """The paper's (torchvision's) ImageNet pipeline at any size.
-
-    Train: RandomResizedCrop with area scale in [min_scale, 1] and a horizontal flip.
-    Val: resize the short side to image_size / 0.875 (256 for 224), then a centre crop.
-    """
-    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    if train:
-        return transforms.Compose(
-            [
-                transforms.RandomResizedCrop(image_size, scale=(min_scale, 1.0)),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                normalize,
-            ]
-        )
-    return transforms.Compose(
-        [
-            transforms.Resize(int(round(image_size / 0.875))),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
 
 
 class SyntheticImages(Dataset):
@@ -103,16 +82,22 @@ class UnreadableImage(NamedTuple):
 
 
 class SkippingImageFolder(datasets.ImageFolder):
-    """An ImageFolder that returns an :class:`UnreadableImage` for a file PIL cannot decode
-    (corrupt, truncated, not an image) instead of raising inside a worker."""
+    """An ImageFolder that returns an :class:`UnreadableImage` for a file its loader cannot
+    decode (corrupt, truncated, not an image) instead of raising inside a worker."""
 
     def __getitem__(self, index: int) -> Union[Tuple[Any, int], UnreadableImage]:
         path, target = self.samples[index]
         try:
             image = self.loader(path)
-        except (OSError, ValueError, SyntaxError):  # what PIL raises for undecodable files
+        except UNREADABLE:
             return UnreadableImage(path)
         return self.transform(image), target
+
+
+def _split_unreadable(batch: Sequence[Any]) -> Tuple[List[Any], List[str]]:
+    """(the readable samples, the paths of the unreadable ones)."""
+    unreadable = [sample.path for sample in batch if isinstance(sample, UnreadableImage)]
+    return [sample for sample in batch if not isinstance(sample, UnreadableImage)], unreadable
 
 
 def collate_readable(batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
@@ -120,23 +105,78 @@ def collate_readable(batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor, 
 
     A batch with no readable sample has zero images, for the caller to skip.
     """
-    unreadable = [sample.path for sample in batch if isinstance(sample, UnreadableImage)]
-    readable = [sample for sample in batch if not isinstance(sample, UnreadableImage)]
+    readable, unreadable = _split_unreadable(batch)
     if not readable:
         return torch.empty(0), torch.empty(0, dtype=torch.long), unreadable
     images, targets = default_collate(readable)
     return images, targets, unreadable
 
 
-def build_dataset(root: str, split: str, image_size: int, min_scale: float = 0.08) -> SkippingImageFolder:
-    """``root/split`` as an ImageFolder with the split's transform; problems are DataErrors."""
+class EncodedBatch:
+    """A ``--decode-device`` training batch: EncodedCrops and worker-decoded tensors, in order.
+
+    Not a list, so that the DataLoader leaves the JPEG bytes unpinned: decode_jpeg reads them
+    on the host.
+    """
+
+    def __init__(self, items: List[Union[EncodedCrop, torch.Tensor]]) -> None:
+        self.items = items
+
+
+def collate_encoded(batch: Sequence[Any]) -> Tuple[EncodedBatch, torch.Tensor, List[str]]:
+    """:func:`collate_readable` for the ``--decode-device`` samples, which stay a list."""
+    readable, unreadable = _split_unreadable(batch)
+    targets = torch.tensor([target for _, target in readable], dtype=torch.long)
+    return EncodedBatch([image for image, _ in readable]), targets, unreadable
+
+
+class DeviceDecodedLoader:
+    """A training DataLoader of :class:`EncodedBatch`es whose batches come out decoded,
+    cropped, resized and flipped on ``device`` (utils.decode.decode_on_device): uint8 batches
+    as the fast pipeline's, plus the files that turned out unreadable there.
+
+    Everything else (length, sampler, batch size, :func:`start_epoch`) is the DataLoader's.
+    """
+
+    def __init__(self, loader: DataLoader, device: torch.device) -> None:
+        self.loader = loader
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, List[str]]]:
+        for batch, targets, unreadable in self.loader:
+            images, kept, failed = decode_on_device(batch.items, self.device)
+            yield images, targets[kept], unreadable + failed
+
+
+DATASET_PIPELINES = ("fast", "pil", "encoded")
+"""``encoded``: the ``--decode-device`` training samples, for :class:`DeviceDecodedLoader`."""
+
+
+def build_dataset(
+    root: str, split: str, image_size: int, min_scale: float = 0.08, pipeline: str = "pil"
+) -> SkippingImageFolder:
+    """``root/split`` as an ImageFolder with the split's transform in ``pipeline`` (one of
+    :data:`DATASET_PIPELINES`); problems are DataErrors."""
     if not os.path.isdir(root):
         raise DataError(f"data directory {root} does not exist")
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
         raise DataError(f"{root} has no {split}/ folder (expected {split}/<class>/<image>.JPEG)")
+    train = split == "train"
+    if pipeline == "pil":
+        transform, loader = build_transform(train, image_size, min_scale), datasets.folder.default_loader
+    elif pipeline == "fast":
+        transform, loader = fast_transform(train, image_size, min_scale), read_rgb
+    else:
+        transform, loader = EncodedCrops(image_size, min_scale), read_encoded
     try:
-        return SkippingImageFolder(folder, build_transform(split == "train", image_size, min_scale))
+        return SkippingImageFolder(folder, transform, loader=loader)
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"{folder}: {str(error).splitlines()[0]}") from None
 
@@ -162,21 +202,25 @@ class SeededSamples(Dataset):
     sample the same augmentation whichever worker process loads it, with any number of
     workers, and after a resume. The generator's state is put back after each sample, so
     loading in the main process (``-j 0``) does not disturb the training's own random numbers.
+
+    Samples are asked for by ``(epoch, index)`` (:class:`ResumableSampler` yields these): the
+    workers persist across epochs, so the epoch travels with each index rather than as state
+    set in the main process, which a worker's copy of the dataset would never see.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, key: Tuple[int, int]) -> Any:
+        epoch, index = key
         # The CPU generator alone: torch.manual_seed would also seed every accelerator, ~100x slower.
         generator = torch.default_generator
         state = generator.get_state()
-        generator.manual_seed(sample_seed(self.seed, self.epoch, index))
+        generator.manual_seed(sample_seed(self.seed, epoch, index))
         try:
             return self.dataset[index]
         finally:
@@ -185,15 +229,22 @@ class SeededSamples(Dataset):
 
 class ResumableSampler(DistributedSampler):
     """A DistributedSampler that can begin an epoch part-way through (``start``, in samples of
-    this rank), so that a mid-epoch resume skips the batches already trained without loading them."""
+    this rank), so that a mid-epoch resume skips the batches already trained without loading
+    them. It yields ``(epoch, index)`` keys for :class:`SeededSamples`."""
 
     start = 0
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start :])
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        return iter([(self.epoch, index) for index in list(super().__iter__())[self.start :]])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+IN_FLIGHT_BATCHES = 8
+"""Batches the workers of one loader prepare ahead, at least: enough to ride out slow batches
+(large images) with few workers; more workers get DataLoader's 2 each. uint8 batches make
+them cheap: 8 batches of 256 ImageNet crops are 308 MB of float32 but 77 MB of uint8."""
 
 
 def build_loader(
@@ -205,12 +256,16 @@ def build_loader(
     context: DistributedContext,
     pin_memory: bool,
     collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
-) -> DataLoader:
+    decode_device: Optional[torch.device] = None,
+) -> Union[DataLoader, DeviceDecodedLoader]:
     """Training loaders shuffle per (seed, epoch) across ranks and seed each sample's
-    augmentation (:class:`SeededSamples`); evaluation loaders shard in order.
+    augmentation (:class:`SeededSamples`); evaluation loaders shard in order. Workers persist
+    across epochs.
 
     Batches are ``(images, targets, unreadable paths)``; see :func:`collate_readable`, the
     default ``collate_fn`` (detection passes one that keeps images and targets as lists).
+    ``decode_device``: the dataset is the ``encoded`` pipeline's, decoded there
+    (:class:`DeviceDecodedLoader`).
 
     Call :func:`start_epoch` before iterating a training loader.
     """
@@ -220,7 +275,9 @@ def build_loader(
         dataset = SeededSamples(dataset, seed)
     else:
         sampler = ShardSampler(dataset, context)
-    return DataLoader(
+    if decode_device is not None:
+        collate_fn = collate_encoded
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -229,14 +286,16 @@ def build_loader(
         collate_fn=collate_fn or collate_readable,
         worker_init_fn=seed_worker,
         generator=torch.Generator(),
+        persistent_workers=workers > 0,
+        prefetch_factor=max(2, -(-IN_FLIGHT_BATCHES // workers)) if workers else None,
     )
+    return loader if decode_device is None else DeviceDecodedLoader(loader, decode_device)
 
 
-def start_epoch(loader: DataLoader, epoch: int, step: int = 0) -> None:
+def start_epoch(loader: Union[DataLoader, DeviceDecodedLoader], epoch: int, step: int = 0) -> None:
     """Fix this epoch's data order and augmentations, starting after the first ``step`` batches
     (a mid-epoch resume); ``len(loader)`` is then the number of batches left."""
     sampler: ResumableSampler = loader.sampler
     sampler.set_epoch(epoch)
     sampler.start = min(step * loader.batch_size, sampler.num_samples)
-    loader.dataset.epoch = epoch
     loader.generator.manual_seed(epoch_seed(sampler.seed, epoch, sampler.rank))

@@ -26,11 +26,13 @@ from .distributed import DistributedContext, all_gather_rows, all_reduce_sum
 from .metrics import RunningTotals, format_duration
 from .preemption import StopSignal, TrainingStopped, stop_vote
 from .resume import CheckpointSchedule, EpochProgress
+from .transforms import normalize_
 
 __all__ = [
     "NonFiniteLossError",
     "step_learning_rate",
     "set_learning_rate",
+    "model_input",
     "readable_batches",
     "report_unreadable",
     "sync_point",
@@ -57,6 +59,17 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def model_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A batch on the device in the model's memory format. float32 batches (the PIL pipeline,
+    --dummy) are already normalised; uint8 batches (the fast pipeline) cross as uint8, a
+    quarter of the bytes, and become float32 and normalised there (utils.transforms.normalize_)."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if images.dtype != torch.uint8:
+        return images.to(device, non_blocking=True, memory_format=memory_format)
+    images = images.to(device, non_blocking=True)
+    return normalize_(images.to(torch.float32, memory_format=memory_format))
+
+
 def _forward(
     model: nn.Module,
     criterion: nn.Module,
@@ -67,8 +80,7 @@ def _forward(
     amp_dtype: Optional[torch.dtype],
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(output, loss, target on the device) for one batch, under autocast when ``amp_dtype`` is set."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    images = model_input(images, device, channels_last)
     target = target.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         output = model(images)

@@ -1,0 +1,211 @@
+"""Image files to uint8 RGB tensors: on the CPU for the fast pipeline, or on a device in batches.
+
+CPU (:func:`read_rgb`, a worker's ImageFolder loader): ``torchvision.io`` decodes JPEG
+(libjpeg-turbo: baseline, progressive, grayscale, CMYK) and PNG, also a PNG named .JPEG, as
+ImageNet has; PIL decodes what it cannot (other formats, 16-bit PNGs, animated GIFs) and, as in
+the PIL pipeline, decides that a file is unreadable: the OSError it raises for a truncated or
+corrupt file makes it an UnreadableImage (utils.data.SkippingImageFolder).
+
+Device (``--decode-device``): workers only read a file's bytes and draw its crop and flip from
+the size in its JPEG header (:class:`EncodedCrops`); the main process decodes the whole batch
+with one ``decode_jpeg(list, device=...)`` call and crops, resizes and flips there
+(:func:`decode_on_device`). Files the device should not get are decoded by the worker as on
+the CPU path, with the same random draws: anything but an 8-bit baseline JPEG with one or three
+components (progressive JPEGs, which nvjpeg decodes one by one on the host; CMYK; PNGs) and
+JPEGs without their end marker (truncated: the CPU path decides they are unreadable). A file
+the device still fails on is decoded on the CPU, else reported as unreadable.
+"""
+
+import io
+import os
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.transforms.functional import pil_to_tensor
+
+from .transforms import CropDraw, RandomCropFlip, resized_crop_flip
+
+__all__ = [
+    "read_bytes",
+    "decode_rgb",
+    "read_rgb",
+    "JpegHeader",
+    "jpeg_header",
+    "EncodedImage",
+    "EncodedCrop",
+    "read_encoded",
+    "EncodedCrops",
+    "decode_on_device",
+]
+
+UNREADABLE = (OSError, ValueError, SyntaxError)
+"""What PIL raises for undecodable files (and ValueError for an empty one here)."""
+
+
+def read_bytes(path: str) -> torch.Tensor:
+    """The file's bytes as a 1-D uint8 tensor that owns its memory (so it can cross to the
+    main process); a missing file is the OSError PIL's loader would raise."""
+    with open(path, "rb") as file:
+        data = torch.empty(os.fstat(file.fileno()).st_size, dtype=torch.uint8)
+        read = file.readinto(data.numpy())
+    return data[:read]
+
+
+def decode_rgb(data: torch.Tensor) -> torch.Tensor:
+    """Encoded image bytes as uint8 3xHxW RGB: torchvision.io, else PIL (which raises one of
+    :data:`UNREADABLE` for a file nothing can read)."""
+    if len(data):
+        try:
+            image = decode_image(data, mode=ImageReadMode.RGB)
+        except RuntimeError:
+            image = None
+        if image is not None and image.dtype == torch.uint8 and image.dim() == 3:
+            return image
+    with Image.open(io.BytesIO(data.numpy())) as image:
+        return pil_to_tensor(image.convert("RGB"))
+
+
+def read_rgb(path: str) -> torch.Tensor:
+    """The fast pipeline's ImageFolder loader: the file at ``path`` as uint8 3xHxW RGB."""
+    return decode_rgb(read_bytes(path))
+
+
+class JpegHeader(NamedTuple):
+    """What a JPEG's frame header (SOFn) says."""
+
+    marker: int  # 0xC0 baseline, 0xC1 extended sequential, 0xC2 progressive, ...
+    precision: int
+    height: int
+    width: int
+    components: int
+
+
+_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 less DHT, JPG, DAC
+_DEVICE_MARKERS = (0xC0, 0xC1)
+
+
+def jpeg_header(data: Union[bytes, memoryview]) -> Optional[JpegHeader]:
+    """The frame header of JPEG ``data``, or None when it is not a JPEG (or not a well-formed
+    one) up to its first frame header."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    position, end = 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _FRAME_MARKERS:
+            if position + 10 > end:
+                return None
+            fields = bytes(data[position + 4 : position + 10])
+            return JpegHeader(
+                marker,
+                fields[0],
+                int.from_bytes(fields[1:3], "big"),
+                int.from_bytes(fields[3:5], "big"),
+                fields[5],
+            )
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame
+            return None
+        position += 2 + int.from_bytes(bytes(data[position + 2 : position + 4]), "big")
+    return None
+
+
+class EncodedImage(NamedTuple):
+    """A JPEG file left encoded for the device, with the size its header gives."""
+
+    data: torch.Tensor
+    height: int
+    width: int
+    path: str
+
+
+class EncodedCrop(NamedTuple):
+    """A training sample for the device: the JPEG's bytes and its drawn crop and flip."""
+
+    data: torch.Tensor
+    draw: CropDraw
+    size: int
+    path: str
+
+
+def read_encoded(path: str) -> Union[EncodedImage, torch.Tensor]:
+    """The ``--decode-device`` ImageFolder loader: an EncodedImage for a file the device can
+    decode, else the file decoded here (see the module's docstring)."""
+    data = read_bytes(path)
+    view = memoryview(data.numpy())
+    header = jpeg_header(view)
+    if (
+        header is not None
+        and header.marker in _DEVICE_MARKERS
+        and header.precision == 8
+        and header.components in (1, 3)
+        and header.height > 0
+        and b"\xff\xd9" in bytes(view[-64:])
+    ):
+        return EncodedImage(data, header.height, header.width, path)
+    return decode_rgb(data)
+
+
+class EncodedCrops:
+    """The ``--decode-device`` training transform: draws the crop and flip exactly as the fast
+    pipeline's :class:`RandomCropFlip` (same generator, same order), from the header's size for
+    an encoded file; a file decoded in the worker is cropped there."""
+
+    def __init__(self, image_size: int, min_scale: float = 0.08) -> None:
+        self.crop = RandomCropFlip(image_size, min_scale)
+
+    def __call__(self, sample: Union[EncodedImage, torch.Tensor]) -> Union[EncodedCrop, torch.Tensor]:
+        if isinstance(sample, EncodedImage):
+            return EncodedCrop(sample.data, self.crop.draw(sample.height, sample.width), self.crop.size, sample.path)
+        return self.crop(sample)
+
+
+def _decode_jpegs(data: List[torch.Tensor], device: torch.device) -> List[Optional[torch.Tensor]]:
+    """One batched decode_jpeg call; if it fails (one bad file fails them all), each file on
+    its own, None for those the device cannot decode."""
+    if not data:
+        return []
+    try:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        decoded: List[Optional[torch.Tensor]] = []
+        for one in data:
+            try:
+                decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                decoded.append(None)
+        return decoded
+
+
+def decode_on_device(
+    items: Sequence[Union[EncodedCrop, torch.Tensor]], device: torch.device
+) -> Tuple[torch.Tensor, List[int], List[str]]:
+    """(uint8 batch on ``device``, positions in ``items`` it holds, paths of unreadable files).
+
+    EncodedCrops are decoded in one batch on ``device``, then cropped, resized and flipped
+    there; tensors (decoded by the workers) are copied as they are. A file the device cannot
+    decode is decoded on the CPU, and left out and reported if that fails too.
+    """
+    encoded = [position for position, item in enumerate(items) if isinstance(item, EncodedCrop)]
+    images: List[Optional[torch.Tensor]] = [
+        None if isinstance(item, EncodedCrop) else item.to(device, non_blocking=True) for item in items
+    ]
+    failed: List[str] = []
+    for position, image in zip(encoded, _decode_jpegs([items[p].data for p in encoded], device)):
+        item = items[position]
+        if image is None:
+            try:
+                image = decode_rgb(item.data).to(device)
+            except UNREADABLE:
+                failed.append(item.path)
+                continue
+        images[position] = resized_crop_flip(image, item.draw, item.size)
+    kept = [position for position, image in enumerate(images) if image is not None]
+    batch = torch.stack([images[p] for p in kept]) if kept else torch.empty(0, dtype=torch.uint8, device=device)
+    return batch, kept, failed
