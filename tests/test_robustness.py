@@ -302,12 +302,14 @@ def test_a_non_finite_loss_stops_naming_epoch_and_step_and_saves_nothing(data, r
         (["-j", "-1"], "--workers must be 0 or more, got -1"),
         pytest.param(["--gpu", "0"], "--gpu 0: CUDA is not available",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
+        pytest.param(["--decode-device", "cuda"], "--decode-device cuda: CUDA is not available",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
         (["--resume", "RUN/no-such.pth.tar"], "--resume RUN/no-such.pth.tar: no such file"),
         (["--output-dir", "RUN/checkpoint.pth.tar"], "run directory RUN/checkpoint.pth.tar is not writable"),
         (["--output-dir", "RUN/checkpoint.pth.tar/run"], "run directory RUN/checkpoint.pth.tar/run is not writable"),
         ([], "RUN already holds a run's checkpoint; continue it with --resume auto"),
     ],
-    ids=["unknown-arch", "bad-ksize", "batch-size", "workers", "gpu-without-cuda", "missing-resume",
+    ids=["unknown-arch", "bad-ksize", "batch-size", "workers", "gpu-without-cuda", "decode-device-without-cuda", "missing-resume",
          "output-dir-is-a-file", "output-dir-under-a-file", "fresh-run-over-an-earlier-one"],
 )
 def test_bad_arguments_are_one_line_before_training(data, run_dir, capsys, argv, fragment):

@@ -32,6 +32,7 @@ __all__ = [
     "IMAGENET_TRAIN_SIZE",
     "IMAGENET_VAL_SIZE",
     "DATASET_PIPELINES",
+    "image_folder",
     "build_dataset",
     "UnreadableImage",
     "SkippingImageFolder",
@@ -158,25 +159,29 @@ DATASET_PIPELINES = ("fast", "pil", "encoded")
 """``encoded``: the ``--decode-device`` training samples, for :class:`DeviceDecodedLoader`."""
 
 
-def build_dataset(
-    root: str, split: str, image_size: int, min_scale: float = 0.08, pipeline: str = "pil"
-) -> SkippingImageFolder:
-    """``root/split`` as an ImageFolder with the split's transform in ``pipeline`` (one of
-    :data:`DATASET_PIPELINES`); problems are DataErrors."""
-    if not os.path.isdir(root):
-        raise DataError(f"data directory {root} does not exist")
-    folder = os.path.join(root, split)
-    if not os.path.isdir(folder):
-        raise DataError(f"{root} has no {split}/ folder (expected {split}/<class>/<image>.JPEG)")
-    train = split == "train"
+def image_folder(folder: str, train: bool, image_size: int, min_scale: float = 0.08, pipeline: str = "pil") -> SkippingImageFolder:
+    """``folder/<class>/<image>`` with the training or evaluation transform of ``pipeline`` (one
+    of :data:`DATASET_PIPELINES`)."""
     if pipeline == "pil":
         transform, loader = build_transform(train, image_size, min_scale), datasets.folder.default_loader
     elif pipeline == "fast":
         transform, loader = fast_transform(train, image_size, min_scale), read_rgb
     else:
         transform, loader = EncodedCrops(image_size, min_scale), read_encoded
+    return SkippingImageFolder(folder, transform, loader=loader)
+
+
+def build_dataset(
+    root: str, split: str, image_size: int, min_scale: float = 0.08, pipeline: str = "pil"
+) -> SkippingImageFolder:
+    """``root/split`` as an :func:`image_folder` with the split's transform; problems are DataErrors."""
+    if not os.path.isdir(root):
+        raise DataError(f"data directory {root} does not exist")
+    folder = os.path.join(root, split)
+    if not os.path.isdir(folder):
+        raise DataError(f"{root} has no {split}/ folder (expected {split}/<class>/<image>.JPEG)")
     try:
-        return SkippingImageFolder(folder, transform, loader=loader)
+        return image_folder(folder, split == "train", image_size, min_scale, pipeline)
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"{folder}: {str(error).splitlines()[0]}") from None
 
