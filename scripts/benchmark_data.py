@@ -33,12 +33,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.console import OneLineErrorParser  # noqa: E402
-from utils.data import build_loader, image_folder, start_epoch  # noqa: E402
-from utils.decode import decode_on_device, read_rgb  # noqa: E402
+from utils.data import SkippingImageFolder, build_loader, image_folder, start_epoch  # noqa: E402
+from utils.decode import EncodedCrop, decode_jpegs, decode_on_device, decode_rgb, read_rgb  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
 from utils.engine import model_input  # noqa: E402
 
@@ -105,23 +106,49 @@ def pil_decode(path: str) -> Image.Image:
         return image.convert("RGB")
 
 
+class Repeated(Dataset):
+    """The dataset ``length`` samples long, going round it: an epoch long enough for every
+    worker to make many batches, without making more files."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return self.dataset[index % len(self.dataset)]
+
+
 def loader_rate(loader, train: bool, device: Optional[torch.device] = None) -> Tuple[float, int]:
-    """(images per second of one epoch from its first batch on, worker start-up left out; the
-    bytes of that first batch). With ``device``, batches go through model_input there, as in
-    training."""
+    """(images per second of one epoch, from asking for the first batch to the last; the bytes
+    of one batch). With ``device``, batches go through model_input there, as in training."""
     if train:
         start_epoch(loader, 0)
-    images, first_batch_bytes, began = 0, 0, 0.0
+    images, batch_bytes = 0, 0
+    began = time.perf_counter()
     for batch, targets, _ in loader:
         if device is not None:
             model_input(batch, device, True)
-        if not first_batch_bytes:
-            first_batch_bytes, began = batch.numel() * batch.element_size(), time.perf_counter()
-            continue
+        batch_bytes = batch_bytes or batch.numel() * batch.element_size()
         images += len(targets)
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return images / (time.perf_counter() - began), first_batch_bytes
+    if device is not None:
+        synchronize(device)
+    return images / (time.perf_counter() - began), batch_bytes
+
+
+def alternating(loaders: Dict[str, object], train: bool, epochs: int, device: Optional[torch.device] = None) -> Dict[str, Tuple[float, int]]:
+    """Each loader's median images/s over ``epochs`` epochs taken in turns, after one epoch each
+    that starts its (persistent) workers; and its bytes per batch."""
+    for loader in loaders.values():
+        loader_rate(loader, train, device)
+    rates: Dict[str, List[float]] = {name: [] for name in loaders}
+    batch_bytes: Dict[str, int] = {}
+    for _ in range(epochs):
+        for name, loader in loaders.items():
+            rate, batch_bytes[name] = loader_rate(loader, train, device)
+            rates[name].append(rate)
+    return {name: (statistics.median(rates[name]), batch_bytes[name]) for name in loaders}
 
 
 def row(name: str, old: Optional[float], new: float, **extra) -> Dict:
@@ -130,10 +157,17 @@ def row(name: str, old: Optional[float], new: float, **extra) -> Dict:
     return {"row": name, "old_images_per_s": old, "new_images_per_s": new, "new_vs_old": ratio, **extra}
 
 
-def per_process_rows(folder: str, size: int, seconds: float) -> List[Dict]:
+def sampled(folder: str, train: bool, size: int, pipeline: str, images: int) -> SkippingImageFolder:
+    """The folder as :func:`image_folder` gives it, cut to ``images`` files spread evenly over it."""
+    dataset = image_folder(folder, train, size, pipeline=pipeline)
+    dataset.samples = dataset.samples[:: max(1, len(dataset.samples) // images)][:images]
+    return dataset
+
+
+def per_process_rows(folder: str, images: int, size: int, seconds: float) -> List[Dict]:
     torch.set_num_threads(1)
-    train = {pipeline: image_folder(folder, True, size, pipeline=pipeline) for pipeline in PIPELINES}
-    val = {pipeline: image_folder(folder, False, size, pipeline=pipeline) for pipeline in PIPELINES}
+    train = {pipeline: sampled(folder, True, size, pipeline, images) for pipeline in PIPELINES}
+    val = {pipeline: sampled(folder, False, size, pipeline, images) for pipeline in PIPELINES}
     paths = [path for path, _ in train["pil"].samples]
     count = len(paths)
     rows = []
@@ -145,63 +179,74 @@ def per_process_rows(folder: str, size: int, seconds: float) -> List[Dict]:
     return rows
 
 
-def loader_rows(folder: str, size: int, workers: int, batch_size: int, epochs: int) -> List[Dict]:
+def epoch_dataset(dataset: Dataset, workers: int, batch_size: int) -> Dataset:
+    """At least 4 batches per worker per epoch, so that filling the pipeline is a small part of it."""
+    return Repeated(dataset, max(len(dataset), 4 * workers * batch_size))
+
+
+def loader_rows(folder: str, images: int, size: int, workers: int, batch_size: int, epochs: int) -> List[Dict]:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     context, rows = DistributedContext(), []
     for name, train in (("train", True), ("eval", False)):
-        loaders = {p: build_loader(image_folder(folder, train, size, pipeline=p), train, batch_size, workers, 0, context, False)
-                   for p in PIPELINES}
-        rates: Dict[str, List[float]] = {p: [] for p in PIPELINES}
-        for _ in range(epochs):  # alternating; the workers persist, so only the first turn starts them
-            for pipeline, loader in loaders.items():
-                rate, batch_bytes = loader_rate(loader, train)
-                rates[pipeline].append(rate)
-                rates[f"{pipeline} bytes"] = batch_bytes
-        old_bytes, new_bytes = rates["pil bytes"], rates["fast bytes"]
-        rows.append(row(f"{name}, DataLoader -j {workers}", statistics.median(rates["pil"]), statistics.median(rates["fast"]),
+        loaders = {p: build_loader(epoch_dataset(sampled(folder, train, size, p, images), workers, batch_size),
+                                   train, batch_size, workers, 0, context, False) for p in PIPELINES}
+        (old, old_bytes), (new, new_bytes) = alternating(loaders, train, epochs).values()
+        rows.append(row(f"{name}, DataLoader -j {workers}", old, new,
                         note=f"batch of {batch_size}: {old_bytes / 2**20:.1f} MiB float32, {new_bytes / 2**20:.1f} MiB uint8",
                         bytes_per_batch_old=old_bytes, bytes_per_batch_new=new_bytes))
     return rows
 
 
-def cuda_rows(folder: str, size: int, workers: int, batch_size: int, epochs: int) -> List[Dict]:
-    """The fast CPU loader + model_input on the GPU against --decode-device cuda, the main
-    process's decoding alone, then the checks."""
-    device, context = torch.device("cuda"), DistributedContext()
-    cpu = build_loader(image_folder(folder, True, size, pipeline="fast"), True, batch_size, workers, 0, context, True)
-    gpu = build_loader(image_folder(folder, True, size, pipeline="encoded"), True, batch_size, workers, 0, context, True,
-                       decode_device=device)
-    rates: Dict[str, List[float]] = {"cpu": [], "gpu": []}
-    for _ in range(epochs):
-        rates["cpu"].append(loader_rate(cpu, True, device)[0])
-        rates["gpu"].append(loader_rate(gpu, True, device)[0])
-    rows = [row(f"train, DataLoader -j {workers}, decode on cuda", statistics.median(rates["cpu"]),
-                statistics.median(rates["gpu"]), note="old: the fast pipeline decoding in the workers")]
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_rows(folder: str, images: int, size: int, workers: int, batch_size: int, epochs: int, device: torch.device) -> List[Dict]:
+    """The fast CPU loader + model_input on ``device`` against --decode-device there, the main
+    process's decoding alone, then the checks (CUDA; ``cpu`` runs the same code, for testing it)."""
+    context, pin = DistributedContext(), device.type == "cuda"
+    fast, encoded = (epoch_dataset(sampled(folder, True, size, p, images), workers, batch_size) for p in ("fast", "encoded"))
+    cpu = build_loader(fast, True, batch_size, workers, 0, context, pin)
+    gpu = build_loader(encoded, True, batch_size, workers, 0, context, pin, decode_device=device)
+    (old, _), (new, _) = alternating({"cpu": cpu, "gpu": gpu}, True, epochs, device).values()
+    rows = [row(f"train, DataLoader -j {workers}, decode on {device.type}", old, new, note="old: the fast pipeline, decoding in the workers")]
 
     start_epoch(gpu, 0)
-    encoded = [batch.items for batch, _, _ in gpu.loader]
-    decode_on_device(encoded[0], device)
-    torch.cuda.synchronize()
-    began = time.perf_counter()
-    decoded = sum(len(decode_on_device(items, device)[0]) for items in encoded)
-    torch.cuda.synchronize()
-    rows.append(row("decode + crop on cuda, main process", None, decoded / (time.perf_counter() - began),
-                    note="the main process's share of --decode-device cuda"))
+    batches = [batch.items() for batch, _, _ in gpu.loader]
+    rates = {}
+    for name, step in (("decode", lambda items: decode_jpegs([item.data for item in items], device)),
+                       ("decode + crop", lambda items: decode_on_device(items, device))):
+        for items in batches:  # a whole pass first: nvjpeg grows its buffers as it meets larger images
+            step(items)
+        synchronize(device)
+        began = time.perf_counter()
+        for items in batches:
+            step(items)
+        synchronize(device)
+        rates[name] = sum(map(len, batches)) / (time.perf_counter() - began)
+    rows.append(row(f"{device.type}, main process: decode + crop", rates["decode"], rates["decode + crop"],
+                    note="the training process's share of --decode-device cuda; old: the batched decode_jpeg alone"))
 
     start_epoch(cpu, 0)
     start_epoch(gpu, 0)
     differences = [(on_cpu.to(device).int() - on_gpu.int()).abs().flatten() for (on_cpu, _, _), (on_gpu, _, _) in zip(cpu, gpu)]
-    difference = torch.cat(differences).float()
+    crop_difference = torch.cat(differences).float()
+    items = [item for item in batches[0] if isinstance(item, EncodedCrop)]
+    decode_difference = torch.cat([(decode_rgb(item.data).to(device).int() - on_gpu.int()).abs().flatten()
+                                   for item, on_gpu in zip(items, decode_jpegs([item.data for item in items], device))]).float()
     crops = next(iter(cpu))[0]
-    normalised = model_input(crops.pin_memory(), device, True).cpu() - model_input(crops, torch.device("cpu"), False)
-    check = {"crop_max_abs_diff": difference.max().item(), "crop_mean_abs_diff": difference.mean().item(),
-             "normalisation_max_abs_diff": normalised.abs().max().item()}
-    print(f"check: GPU-decoded crops against the CPU's, same draws: max |diff| {check['crop_max_abs_diff']:.0f}, "
-          f"mean {check['crop_mean_abs_diff']:.3f} (of 255); normalised on cuda against the CPU: "
-          f"max |diff| {check['normalisation_max_abs_diff']:.1e}")
+    normalised = model_input(crops.pin_memory() if pin else crops, device, True).cpu() - model_input(crops, torch.device("cpu"), False)
+    check = {"decode_mean_abs_diff": decode_difference.mean().item(), "crop_max_abs_diff": crop_difference.max().item(),
+             "crop_mean_abs_diff": crop_difference.mean().item(), "normalisation_max_abs_diff": normalised.abs().max().item()}
+    print(f"check: nvjpeg against libjpeg-turbo, whole images: mean |diff| {check['decode_mean_abs_diff']:.2f} (of 255); "
+          f"GPU-decoded crops against the CPU's, same draws: mean |diff| {check['crop_mean_abs_diff']:.2f}, max "
+          f"{check['crop_max_abs_diff']:.0f}; normalised on cuda against the CPU: max |diff| {check['normalisation_max_abs_diff']:.1e}")
     rows.append({"row": "check", **check})
-    if check["crop_mean_abs_diff"] > 2 or check["normalisation_max_abs_diff"] > 1e-5:
-        raise SystemExit("benchmark_data.py: error: the GPU's crops or normalisation differ from the CPU's beyond rounding")
+    # Decoders may round and upsample chroma differently (a few levels); a wrong box, flip or
+    # channel order would be tens of levels on average.
+    if check["crop_mean_abs_diff"] > 4 * max(check["decode_mean_abs_diff"], 1) or check["normalisation_max_abs_diff"] > 1e-5:
+        raise SystemExit("benchmark_data.py: error: the GPU's crops or normalisation differ from the CPU's beyond the decoders' rounding")
     return rows
 
 
@@ -210,12 +255,14 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", help="an ImageFolder split to time, DIR/<class>/<image> (e.g. /data/imagenet/val)")
     source.add_argument("--make", help="make the set in DIR/train (and a quarter as many in DIR/val) and keep it")
-    parser.add_argument("--images", type=int, default=300, help="images to make (default 300)")
+    parser.add_argument("--images", type=int, default=300,
+                        help="images to make, or to take from --data, spread over it (default 300)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("-j", "--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (default: the cores)")
     parser.add_argument("-b", "--batch-size", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per pipeline in each per-process row (default 3)")
-    parser.add_argument("--epochs", type=int, default=3, help="DataLoader epochs per pipeline, alternating; the median is kept")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="DataLoader epochs per pipeline after a first one, alternating; the median is kept (default 2)")
     parser.add_argument("--cpu-only", action="store_true", help="leave out the CUDA rows where CUDA is present")
     parser.add_argument("--json", type=Path, default=None, help="also write the setup and rows here")
     args = parser.parse_args(argv)
@@ -239,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
         folder = str(root / "train")
     try:
         try:
-            files = [path for path, _ in image_folder(folder, False, args.image_size).samples]
+            files = [path for path, _ in sampled(folder, False, args.image_size, "pil", args.images).samples]
         except (FileNotFoundError, RuntimeError) as error:
             raise SystemExit(f"benchmark_data.py: error: {folder}: {str(error).splitlines()[0]}") from None
         sizes = [Image.open(path).size for path in files]
@@ -254,10 +301,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
         print(" ".join(f"{key}={value:.0f}" if isinstance(value, float) else f"{key}={value}" for key, value in setup.items()))
         print("| pipeline | old (PIL) images/s | new images/s | new / old | |")
         print("|---|---|---|---|---|")
-        rows = per_process_rows(folder, args.image_size, args.seconds)
-        rows += loader_rows(folder, args.image_size, args.workers, args.batch_size, args.epochs)
+        rows = per_process_rows(folder, args.images, args.image_size, args.seconds)
+        rows += loader_rows(folder, args.images, args.image_size, args.workers, args.batch_size, args.epochs)
         if torch.cuda.is_available() and not args.cpu_only:
-            rows += cuda_rows(folder, args.image_size, args.workers, args.batch_size, args.epochs)
+            rows += device_rows(folder, args.images, args.image_size, args.workers, args.batch_size, args.epochs, torch.device("cuda"))
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)

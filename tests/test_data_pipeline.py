@@ -89,14 +89,14 @@ def test_pipelines_give_three_channel_crops_of_their_dtype_and_range(folder, pip
 
 def test_both_pipelines_cut_the_same_boxes_and_differ_only_by_rounding(folder):
     """Same seed, same draws: the fast crop normalised on the device is the PIL crop within the
-    resize's rounding (a few levels of 255 at most, on average well under one)."""
+    resize's rounding (one level of 255 at most)."""
     root = str(folder[0])
     for split in ("train", "val"):
         fast, pil = (build_dataset(root, split, SIZE, 0.3, pipeline) for pipeline in ("fast", "pil"))
         for index in range(6):
             normalised = model_input(seeded(index, fast.__getitem__, index)[0][None], torch.device("cpu"), False)[0]
             difference = (normalised - seeded(index, pil.__getitem__, index)[0]) * torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
-            assert difference.abs().max() <= 8 and difference.abs().mean() < 1, (split, index)
+            assert difference.abs().max() <= 1.001 and difference.abs().mean() < 0.5, (split, index)
 
 
 # --- the crop boxes ----------------------------------------------------------------------------

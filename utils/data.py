@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 from torchvision import datasets
 
-from .decode import UNREADABLE, EncodedCrop, EncodedCrops, decode_on_device, read_encoded, read_rgb
+from .decode import UNREADABLE, EncodedBatch, EncodedCrops, decode_on_device, read_encoded, read_rgb
 from .distributed import DistributedContext
 from .reproducibility import epoch_seed, sample_seed, seed_worker
 from .transforms import build_transform, fast_transform
@@ -113,19 +113,8 @@ def collate_readable(batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor, 
     return images, targets, unreadable
 
 
-class EncodedBatch:
-    """A ``--decode-device`` training batch: EncodedCrops and worker-decoded tensors, in order.
-
-    Not a list, so that the DataLoader leaves the JPEG bytes unpinned: decode_jpeg reads them
-    on the host.
-    """
-
-    def __init__(self, items: List[Union[EncodedCrop, torch.Tensor]]) -> None:
-        self.items = items
-
-
 def collate_encoded(batch: Sequence[Any]) -> Tuple[EncodedBatch, torch.Tensor, List[str]]:
-    """:func:`collate_readable` for the ``--decode-device`` samples, which stay a list."""
+    """:func:`collate_readable` for the ``--decode-device`` samples."""
     readable, unreadable = _split_unreadable(batch)
     targets = torch.tensor([target for _, target in readable], dtype=torch.long)
     return EncodedBatch([image for image, _ in readable]), targets, unreadable
@@ -151,7 +140,7 @@ class DeviceDecodedLoader:
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, List[str]]]:
         for batch, targets, unreadable in self.loader:
-            images, kept, failed = decode_on_device(batch.items, self.device)
+            images, kept, failed = decode_on_device(batch.items(), self.device)
             yield images, targets[kept], unreadable + failed
 
 

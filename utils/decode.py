@@ -18,9 +18,10 @@ the device still fails on is decoded on the CPU, else reported as unreadable.
 
 import io
 import os
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.utils.data
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.functional import pil_to_tensor
@@ -37,6 +38,8 @@ __all__ = [
     "EncodedCrop",
     "read_encoded",
     "EncodedCrops",
+    "EncodedBatch",
+    "decode_jpegs",
     "decode_on_device",
 ]
 
@@ -128,7 +131,7 @@ class EncodedImage(NamedTuple):
 class EncodedCrop(NamedTuple):
     """A training sample for the device: the JPEG's bytes and its drawn crop and flip."""
 
-    data: torch.Tensor
+    data: Optional[torch.Tensor]  # None while its EncodedBatch holds the bytes
     draw: CropDraw
     size: int
     path: str
@@ -166,7 +169,36 @@ class EncodedCrops:
         return self.crop(sample)
 
 
-def _decode_jpegs(data: List[torch.Tensor], device: torch.device) -> List[Optional[torch.Tensor]]:
+class EncodedBatch:
+    """A ``--decode-device`` batch as it crosses from a worker to the main process: every JPEG's
+    bytes in one tensor and the crops the worker decoded in another (two shared-memory
+    transfers, where a tensor per image costs a file descriptor each), with each sample's draw
+    and path. The DataLoader leaves it unpinned: decode_jpeg reads the bytes on the host."""
+
+    def __init__(self, items: Sequence[Union[EncodedCrop, torch.Tensor]]) -> None:
+        encoded = [item for item in items if isinstance(item, EncodedCrop)]
+        decoded = [item for item in items if not isinstance(item, EncodedCrop)]
+        self.lengths = [len(item.data) for item in encoded]
+        self.data = _into_shared(lambda out: torch.cat([item.data for item in encoded], out=out), (sum(self.lengths),))
+        self.decoded = _into_shared(lambda out: torch.stack(decoded, out=out), (len(decoded), *decoded[0].shape)) if decoded else None
+        self.crops = [item._replace(data=None) for item in encoded]
+        self.is_encoded = [isinstance(item, EncodedCrop) for item in items]
+
+    def items(self) -> List[Union[EncodedCrop, torch.Tensor]]:
+        """The samples in order, each JPEG's bytes a view of the one tensor."""
+        data = iter(torch.split(self.data, self.lengths) if self.lengths else [])
+        crops, decoded = iter(self.crops), iter(self.decoded if self.decoded is not None else [])
+        return [next(crops)._replace(data=next(data)) if encoded else next(decoded) for encoded in self.is_encoded]
+
+
+def _into_shared(make: Callable[[Optional[torch.Tensor]], torch.Tensor], shape: Tuple[int, ...]) -> torch.Tensor:
+    """``make(out)`` with ``out`` in shared memory inside a worker process, as default_collate
+    does, so that sending the result to the main process copies nothing."""
+    in_worker = torch.utils.data.get_worker_info() is not None
+    return make(torch.empty(shape, dtype=torch.uint8).share_memory_() if in_worker else None)
+
+
+def decode_jpegs(data: List[torch.Tensor], device: torch.device) -> List[Optional[torch.Tensor]]:
     """One batched decode_jpeg call; if it fails (one bad file fails them all), each file on
     its own, None for those the device cannot decode."""
     if not data:
@@ -197,7 +229,7 @@ def decode_on_device(
         None if isinstance(item, EncodedCrop) else item.to(device, non_blocking=True) for item in items
     ]
     failed: List[str] = []
-    for position, image in zip(encoded, _decode_jpegs([items[p].data for p in encoded], device)):
+    for position, image in zip(encoded, decode_jpegs([items[p].data for p in encoded], device)):
         item = items[position]
         if image is None:
             try:
