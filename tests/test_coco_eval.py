@@ -69,6 +69,13 @@ def test_ground_truth_as_detections_scores_100(dataset, tmp_path):
     assert mask_utils.area(dog["segmentation"]) == 12 * 18
 
 
+def test_a_file_without_info_gets_an_empty_one(dataset):
+    """pycocotools 2.0.8 to 2.0.10 evaluate with ``dataset['info']`` and raised KeyError for files
+    without it (the test sets here and many converted ones have none)."""
+    assert "info" not in json.loads(Path(dataset.annotation_file).read_text())
+    assert dataset.coco.dataset["info"] == {}
+
+
 def test_a_wrong_box_or_label_scores_less(dataset):
     image_ids, outputs = _ground_truth_as_outputs(dataset)
     outputs[0]["boxes"] = outputs[0]["boxes"] + 1.0  # the car and the dog, moved by a pixel: IoU 0.75

@@ -164,7 +164,8 @@ def _keep_full_polygons(annotation: Dict[str, Any]) -> bool:
 def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     """The annotation file as a pycocotools COCO object, checked: every problem is one DataError line.
 
-    Annotations without ``area`` get their box's, which is what COCOeval's area ranges need.
+    Annotations without ``area`` get their box's, which is what COCOeval's area ranges need, and a
+    file without ``info`` an empty one, which some pycocotools versions need to evaluate.
     Segmentations are checked and polygons of fewer than three points mended, so that masks and
     pycocotools' segm evaluation can decode them; ``with_masks`` requires one on every annotation.
     """
@@ -177,6 +178,7 @@ def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     boxed = _check_annotations(annotation_file, content, with_masks)
     for annotation in content["annotations"]:
         annotation.setdefault("area", float(annotation["bbox"][2] * annotation["bbox"][3]))
+    content.setdefault("info", {})  # pycocotools 2.0.8-2.0.10's loadRes copies it and raised KeyError without one
     if boxed:
         warnings.warn(
             f"{annotation_file}: {len(boxed)} annotations have no polygon of 3 or more points, e.g. annotation {boxed[0]}; "
