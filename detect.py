@@ -20,19 +20,19 @@ import torch
 from torch import nn
 
 from models.detection import create_detector, detector_names
-from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args, save_checkpoint
+from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args
 from utils.coco import CocoDetection, build_coco_loader, coco_split_paths
 from utils.console import TRAINING_EXIT_STATUSES, OneLineErrorParser, UsageError, parse_ksize, show_warnings_as_one_line
-from utils.data import DataError, start_epoch
+from utils.data import DataError
 from utils.detection_checkpoint import load_backbone_weights, load_detector
 from utils.detection_engine import DetectionSchedule, evaluate, train_one_epoch
 from utils.device import amp_settings, select_device, wrap_model
-from utils.distributed import DistributedContext, PeerFailedError, cleanup, init_distributed, parameters_agree, run_on_main
+from utils.distributed import DistributedContext, PeerFailedError, cleanup, confirm_parameters_agree, init_distributed
 from utils.engine import NonFiniteLossError
-from utils.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
+from utils.preemption import StopSignal, TrainingStopped
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume, resume_state
-from utils.run_dir import finish_epoch, prepare_run_dir, run_directory
+from utils.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
+from utils.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
 from utils.run_log import RunLog
 
 DEFAULT_ARCH = "maskrcnn_eca_resnet50_fpn"
@@ -332,22 +332,15 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
             **position,
         }
 
-    def save_progress(progress: EpochProgress) -> None:
-        path = os.path.join(run_dir, STEP_CHECKPOINT)
-        run_on_main(lambda: save_checkpoint(state(**progress.state()), path), context, device, f"to write {path}")
-
     checkpoints = CheckpointSchedule(args.checkpoint_every)
     try:
         with StopSignal() as stop:
             for epoch in range(start, args.epochs):
-                resume_from = progress if progress is not None and progress.epoch == epoch else None
-                start_epoch(train_loader, epoch, resume_from.step if resume_from else 0)
-                if resume_from is not None:
-                    resume_from.check_layout(resume_from.step + len(train_loader), args.batch_size, context.world_size)
+                resume_from = begin_epoch(train_loader, epoch, progress, args.batch_size, context.world_size)
                 train_stats = train_one_epoch(
                     train_model, optimizer, train_loader, device, epoch, schedule, context, log, print_freq=args.print_freq,
                     amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=args.clip_grad or None, bad_images=args.bad_images,
-                    resume_from=resume_from, stop=stop, checkpoints=checkpoints, save_progress=save_progress,
+                    resume_from=resume_from, stop=stop, checkpoints=checkpoints, save_progress=progress_saver(run_dir, state, context, device),
                 )
                 stats: Optional[Dict[str, List[float]]] = None
                 if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:
@@ -356,21 +349,13 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
                 is_best = ap > best_ap
                 best_ap = max(ap, best_ap)
                 row = epoch_row(epoch, train_stats, stats)
-                run_on_main(lambda: finish_epoch(run_dir, run_log, row, state(epoch=epoch + 1), is_best),
-                            context, device, f"to save epoch {epoch}")
-                if epoch + 1 < args.epochs and stop_agreed(stop, context, device):
-                    raise TrainingStopped(stop.requested or "process 0's signal", epoch)
+                end_epoch(run_dir, run_log, row, state, epoch, args.epochs, is_best, stop, context, device)
     except TrainingStopped as stopped:
-        saved = os.path.join(run_dir, STEP_CHECKPOINT if stopped.step is not None else EPOCH_CHECKPOINT)
-        log(f"=> {stopped}; saved {saved}; continue with --resume auto (exit status {EXIT_STOPPED})")
-        return EXIT_STOPPED
+        return report_stop(stopped, run_dir, log)
     finally:
         if run_log is not None:
             run_log.close()
-    if context.enabled:
-        if not parameters_agree(model, context):
-            raise RuntimeError("the processes ended training with different weights; DistributedDataParallel lost sync")
-        log(f"=> weights identical on all {context.world_size} processes")
+    confirm_parameters_agree(model, context, log)
     log(f"=> best bbox AP {100 * max(best_ap, 0.0):.1f}; checkpoints in {run_dir}")
     return 0
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import models
-from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args, load_model, save_checkpoint
+from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args, load_model
 from utils.console import (
     TRAINING_EXIT_STATUSES,
     OneLineErrorParser,
@@ -28,15 +28,14 @@ from utils.data import (
     SyntheticImages,
     build_dataset,
     build_loader,
-    start_epoch,
 )
 from utils.device import amp_settings, select_device, wrap_model
-from utils.distributed import DistributedContext, PeerFailedError, cleanup, init_distributed, parameters_agree, run_on_main
+from utils.distributed import DistributedContext, PeerFailedError, cleanup, confirm_parameters_agree, init_distributed
 from utils.engine import NonFiniteLossError, evaluate, set_learning_rate, step_learning_rate, train_one_epoch
-from utils.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
+from utils.preemption import StopSignal, TrainingStopped
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, resolve_resume, resume_state
-from utils.run_dir import finish_epoch, prepare_run_dir, run_directory
+from utils.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
+from utils.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
 from utils.run_log import RunLog
 from utils.transforms import PIPELINES
 
@@ -307,45 +306,30 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
             **position,
         }
 
-    def save_progress(progress: EpochProgress) -> None:
-        path = os.path.join(run_dir, STEP_CHECKPOINT)
-        run_on_main(lambda: save_checkpoint(state(**progress.state()), path), context, device, f"to write {path}")
-
     schedule = CheckpointSchedule(args.checkpoint_every)
     try:
         with StopSignal() as stop:
             for epoch in range(args.start_epoch, args.epochs):
                 lr = step_learning_rate(args.lr, epoch, args.lr_step, args.lr_gamma)
                 set_learning_rate(optimizer, lr)
-                resume_from = progress if progress is not None and progress.epoch == epoch else None
-                start_epoch(train_loader, epoch, resume_from.step if resume_from else 0)
-                if resume_from is not None:
-                    resume_from.check_layout(resume_from.step + len(train_loader), args.batch_size, context.world_size)
+                resume_from = begin_epoch(train_loader, epoch, progress, args.batch_size, context.world_size)
                 train_stats = train_one_epoch(
                     train_model, criterion, optimizer, train_loader, device, epoch, context, log,
                     print_freq=args.print_freq, amp_dtype=amp_dtype, scaler=scaler, channels_last=args.channels_last,
                     bad_images=args.bad_images, resume_from=resume_from, stop=stop, checkpoints=schedule,
-                    save_progress=save_progress,
+                    save_progress=progress_saver(run_dir, state, context, device),
                 )
                 val_stats = evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
                 is_best = val_stats["prec1"] > best_prec1
                 best_prec1 = max(val_stats["prec1"], best_prec1)
                 row = epoch_row(epoch, lr, train_stats, val_stats)
-                run_on_main(lambda: finish_epoch(run_dir, run_log, row, state(epoch=epoch + 1), is_best),
-                            context, device, f"to save epoch {epoch}")
-                if epoch + 1 < args.epochs and stop_agreed(stop, context, device):
-                    raise TrainingStopped(stop.requested or "process 0's signal", epoch)
+                end_epoch(run_dir, run_log, row, state, epoch, args.epochs, is_best, stop, context, device)
     except TrainingStopped as stopped:
-        saved = os.path.join(run_dir, STEP_CHECKPOINT if stopped.step is not None else EPOCH_CHECKPOINT)
-        log(f"=> {stopped}; saved {saved}; continue with --resume auto (exit status {EXIT_STOPPED})")
-        return EXIT_STOPPED
+        return report_stop(stopped, run_dir, log)
     finally:
         if run_log is not None:
             run_log.close()
-    if context.enabled:
-        if not parameters_agree(model, context):
-            raise RuntimeError("the processes ended training with different weights; DistributedDataParallel lost sync")
-        log(f"=> weights identical on all {context.world_size} processes")
+    confirm_parameters_agree(model, context, log)
     log(f"=> best Prec@1 {best_prec1:.3f}; checkpoints in {run_dir}")
     return 0
 

@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 
 from .coco import CocoDetection
 from .coco_eval import detections_to_results, evaluate_coco, merge_results
-from .distributed import DistributedContext, all_gather_rows, all_reduce_sum, gather_objects
-from .engine import readable_batches, report_unreadable, set_learning_rate, stop_if_nonfinite, sync_point
+from .distributed import DistributedContext, all_reduce_sum, gather_objects
+from .engine import StepControl, optimizer_step, readable_batches, report_unreadable, set_learning_rate
 from .metrics import format_duration
-from .preemption import StopSignal, TrainingStopped
+from .preemption import StopSignal
 from .resume import CheckpointSchedule, EpochProgress
 
 __all__ = [
@@ -190,10 +190,8 @@ def train_one_epoch(
         totals.restore(own[:-2], int(own[-2].item()), resume_from.seconds)
         first_step, unreadable_before = resume_from.step, int(own[-1].item())
     steps = first_step + len(loader)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     unreadable: List[str] = []
-    stop = stop if save_progress is not None else None
+    control = StepControl(epoch, steps, print_freq, loader.batch_size, device, context, stop, checkpoints, save_progress)
     lr = schedule(epoch, first_step)
     for step, images, targets in readable_batches(loader, bad_images, unreadable, first_step):
         lr = schedule(epoch, step)
@@ -202,26 +200,9 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             losses = model(images, targets)
         loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_grad_norm:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_grad_norm:
-                nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler, clip_grad_norm)
         values = totals.update(losses, loss, len(images))
-        first_bad_step = torch.where(first_bad_step.lt(0) & ~loss.detach().isfinite(), step, first_bad_step)
-        printing = step % print_freq == 0 or step == steps - 1
-        saving = save_progress is not None and checkpoints is not None and checkpoints.due(epoch, step, steps)
-        # Alone, a process reads its flag every step for free; under DDP only where it syncs anyway.
-        signalled = not context.enabled and stop is not None and stop.requested is not None
-        stopping = sync_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
+        printing, saving = control.after_step(step, loss)
         if printing:
             running = totals.summary()
             eta = (time.perf_counter() - totals.start) / (step - first_step + 1) * (steps - step - 1)
@@ -229,14 +210,10 @@ def train_one_epoch(
                 f"Epoch: [{epoch}][{step:>{len(str(steps))}}/{steps}]  {_loss_line(values, running, totals.names)}  "
                 f"lr {lr:.5g}  {running['images_per_s'] * context.world_size:.1f} img/s  eta {format_duration(eta)}"
             )
-        if saving or stopping:
+        if saving:
             size = len(_agreed_loss_names(totals.names, context))
-            skipped = torch.tensor([float(len(unreadable) + unreadable_before)], dtype=torch.float64, device=device)
-            rows = all_gather_rows(torch.cat([totals.row(size), skipped]), context)
-            save_progress(EpochProgress(epoch, step + 1, steps, loader.batch_size * context.world_size, rows, totals.elapsed()))
-        if stopping:
-            raise TrainingStopped(stop.requested or "process 0's signal", epoch, step + 1, steps)
-    stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
+            control.save(step, totals.row(size), len(unreadable) + unreadable_before, totals.elapsed())
+    control.finish()
     loss_names = _agreed_loss_names(totals.names, context)
     summary = totals.summary(context, loss_names)
     summary["unreadable"] = report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)

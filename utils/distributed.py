@@ -20,6 +20,7 @@ __all__ = [
     "barrier",
     "cleanup",
     "parameters_agree",
+    "confirm_parameters_agree",
 ]
 
 
@@ -158,3 +159,12 @@ def parameters_agree(model: torch.nn.Module, context: DistributedContext) -> boo
     gathered = [torch.empty_like(fingerprint) for _ in range(context.world_size)]
     dist.all_gather(gathered, fingerprint)
     return all(torch.equal(gathered[0], other) for other in gathered[1:])
+
+
+def confirm_parameters_agree(model: torch.nn.Module, context: DistributedContext, log: Callable[[str], None]) -> None:
+    """After DDP training: say that every process ends with the same weights, or raise."""
+    if not context.enabled:
+        return
+    if not parameters_agree(model, context):
+        raise RuntimeError("the processes ended training with different weights; DistributedDataParallel lost sync")
+    log(f"=> weights identical on all {context.world_size} processes")

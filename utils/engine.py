@@ -35,8 +35,8 @@ __all__ = [
     "model_input",
     "readable_batches",
     "report_unreadable",
-    "sync_point",
-    "stop_if_nonfinite",
+    "optimizer_step",
+    "StepControl",
     "train_one_epoch",
     "evaluate",
 ]
@@ -114,7 +114,7 @@ def report_unreadable(
     return count
 
 
-def sync_point(first_bad_step: torch.Tensor, stop: Optional[StopSignal], epoch: int, step: int, context: DistributedContext) -> bool:
+def _sync_point(first_bad_step: torch.Tensor, stop: Optional[StopSignal], epoch: int, step: int, context: DistributedContext) -> bool:
     """At a step where the loop syncs anyway, one all_reduce answers two questions on every
     process: has any process seen a non-finite loss (then raise, before anything is saved, so
     that no process goes on to a collective the others never join), and has rank 0 been asked
@@ -131,9 +131,86 @@ def sync_point(first_bad_step: torch.Tensor, stop: Optional[StopSignal], epoch: 
     return bool(stopping)
 
 
-def stop_if_nonfinite(first_bad_step: torch.Tensor, epoch: int, step: int, context: DistributedContext) -> None:
-    """Raise NonFiniteLossError on every process as soon as any process has seen a non-finite loss."""
-    sync_point(first_bad_step, None, epoch, step, context)
+def optimizer_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None,
+    clip_grad_norm: Optional[float] = None,
+) -> None:
+    """Backward and update: loss scaling with a GradScaler (fp16), and the gradients' norm
+    clipped to ``clip_grad_norm`` when given (unscaled first, so the bound means the same)."""
+    optimizer.zero_grad(set_to_none=True)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if clip_grad_norm:
+            nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+        optimizer.step()
+
+
+class StepControl:
+    """What both training loops (classification and detection) decide after each step: print a
+    progress line, save a mid-epoch checkpoint, stop on a signal, stop on a non-finite loss.
+
+    Alone, a process reads its signal flag every step for free; under DDP the flags travel in
+    the one all_reduce made where the loop syncs anyway (progress lines and mid-epoch saves).
+    With ``save_progress``, it is called (on every rank) with the epoch's :class:`EpochProgress`
+    at the steps ``checkpoints`` names and when ``stop`` has caught a signal, after which
+    :meth:`save` raises TrainingStopped.
+    """
+
+    def __init__(
+        self,
+        epoch: int,
+        steps: int,
+        print_freq: int,
+        batch_size: int,
+        device: torch.device,
+        context: DistributedContext,
+        stop: Optional[StopSignal] = None,
+        checkpoints: Optional[CheckpointSchedule] = None,
+        save_progress: Optional[Callable[[EpochProgress], None]] = None,
+    ) -> None:
+        self.epoch = epoch
+        self.steps = steps
+        self.print_freq = print_freq
+        self.global_batch = batch_size * context.world_size
+        self.device = device
+        self.context = context
+        self.stop = stop if save_progress is not None else None
+        self.checkpoints = checkpoints if save_progress is not None else None
+        self.save_progress = save_progress
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.stopping = False
+
+    def after_step(self, step: int, loss: torch.Tensor) -> Tuple[bool, bool]:
+        """(print a progress line now, call :meth:`save` now), after recording on the device
+        whether this step's loss is finite (no host sync)."""
+        self.first_bad_step = torch.where(self.first_bad_step.lt(0) & ~loss.detach().isfinite(), step, self.first_bad_step)
+        printing = step % self.print_freq == 0 or step == self.steps - 1
+        saving = self.checkpoints is not None and self.checkpoints.due(self.epoch, step, self.steps)
+        signalled = not self.context.enabled and self.stop is not None and self.stop.requested is not None
+        if printing or saving or signalled:
+            self.stopping = _sync_point(self.first_bad_step, self.stop, self.epoch, step, self.context)
+        return printing, saving or self.stopping
+
+    def save(self, step: int, sums: torch.Tensor, skipped: int, elapsed: float) -> None:
+        """Save where the epoch stands after ``step`` (every process's running ``sums`` and count
+        of ``skipped`` files travel in the checkpoint), then raise TrainingStopped if stopping."""
+        count = torch.tensor([float(skipped)], dtype=torch.float64, device=self.device)
+        rows = all_gather_rows(torch.cat([sums, count]), self.context)
+        self.save_progress(EpochProgress(self.epoch, step + 1, self.steps, self.global_batch, rows, elapsed))
+        if self.stopping:
+            raise TrainingStopped(self.stop.requested or "process 0's signal", self.epoch, step + 1, self.steps)
+
+    def finish(self) -> None:
+        """Raise NonFiniteLossError on every process if any process saw a non-finite loss."""
+        _sync_point(self.first_bad_step, None, self.epoch, self.steps - 1, self.context)
 
 
 def train_one_epoch(
@@ -171,26 +248,13 @@ def train_one_epoch(
         first_step, unreadable_before = resume_from.step, int(own[4].item())
     steps = first_step + len(loader)
     lr = optimizer.param_groups[0]["lr"]
-    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     unreadable: List[str] = []
-    stop = stop if save_progress is not None else None
+    control = StepControl(epoch, steps, print_freq, loader.batch_size, device, context, stop, checkpoints, save_progress)
     for step, images, target in readable_batches(loader, bad_images, unreadable, first_step):
         output, loss, target = _forward(model, criterion, images, target, device, channels_last, amp_dtype)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
         totals.update(loss, output, target)
-        first_bad_step = torch.where(first_bad_step.lt(0) & ~loss.detach().isfinite(), step, first_bad_step)
-        printing = step % print_freq == 0 or step == steps - 1
-        saving = save_progress is not None and checkpoints is not None and checkpoints.due(epoch, step, steps)
-        # Alone, a process reads its flag every step for free; under DDP only where it syncs anyway.
-        signalled = not context.enabled and stop is not None and stop.requested is not None
-        stopping = sync_point(first_bad_step, stop, epoch, step, context) if printing or saving or signalled else False
+        printing, saving = control.after_step(step, loss)
         if printing:
             running = totals.summary()
             eta = running["seconds"] / (step + 1) * (steps - step - 1)
@@ -199,13 +263,9 @@ def train_one_epoch(
                 f"Prec@1 {running['prec1']:6.2f}  Prec@5 {running['prec5']:6.2f}  lr {lr:.5g}  "
                 f"{running['images_per_s'] * context.world_size:.0f} img/s  eta {format_duration(eta)}"
             )
-        if saving or stopping:
-            skipped = torch.tensor([len(unreadable) + unreadable_before], dtype=torch.float64, device=device)
-            rows = all_gather_rows(torch.cat([totals.sums, skipped]), context)
-            save_progress(EpochProgress(epoch, step + 1, steps, loader.batch_size * context.world_size, rows, totals.elapsed()))
-        if stopping:
-            raise TrainingStopped(stop.requested or "process 0's signal", epoch, step + 1, steps)
-    stop_if_nonfinite(first_bad_step, epoch, steps - 1, context)
+        if saving:
+            control.save(step, totals.sums, len(unreadable) + unreadable_before, totals.elapsed())
+    control.finish()
     summary = totals.summary(context)
     return {**summary, "unreadable": report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)}
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 
 from .checkpoint import CheckpointError
+from .data import start_epoch
 
 __all__ = [
     "EPOCH_CHECKPOINT",
@@ -26,6 +27,7 @@ __all__ = [
     "resume_state",
     "CheckpointSchedule",
     "EpochProgress",
+    "begin_epoch",
 ]
 
 EPOCH_CHECKPOINT = "checkpoint.pth.tar"
@@ -153,3 +155,14 @@ def resume_state(
     if scaler is not None and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])
     return int(checkpoint.get("epoch", 0)), float(checkpoint.get("best_prec1", 0.0))
+
+
+def begin_epoch(loader: Any, epoch: int, progress: Optional[EpochProgress], batch_size: int, world_size: int) -> Optional[EpochProgress]:
+    """Set ``loader`` up for ``epoch``: from its start, or after the steps ``progress`` (a
+    mid-epoch checkpoint of this epoch) had done. Returns that progress, or None; raises
+    CheckpointError if this run would split the epoch differently from the stopped one."""
+    resume_from = progress if progress is not None and progress.epoch == epoch else None
+    start_epoch(loader, epoch, resume_from.step if resume_from else 0)
+    if resume_from is not None:
+        resume_from.check_layout(resume_from.step + len(loader), batch_size, world_size)
+    return resume_from

@@ -1,15 +1,22 @@
-"""The run directory: where it is, what a fresh run may find in it, and the files each epoch
-leaves there (the log row, ``checkpoint.pth.tar``, ``model_best.pth.tar``)."""
+"""The run directory: where it is, what a fresh run may find in it, the files each epoch
+leaves there (the log row, ``checkpoint.pth.tar``, ``model_best.pth.tar``) and those a stop
+leaves (``checkpoint_step.pth.tar``), for every training script."""
 
 import os
 from typing import Any, Callable, Dict, Optional
 
+import torch
+
 from .checkpoint import copy_checkpoint, remove_stale_temporaries, save_checkpoint
 from .console import UsageError
-from .resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT
+from .distributed import DistributedContext, run_on_main
+from .preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
+from .resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, EpochProgress
 from .run_log import RunLog
 
-__all__ = ["run_directory", "prepare_run_dir", "finish_epoch"]
+__all__ = ["run_directory", "prepare_run_dir", "finish_epoch", "end_epoch", "progress_saver", "report_stop"]
+
+State = Callable[..., Dict[str, Any]]  # what a checkpoint holds, given where in training it is taken
 
 BEST_CHECKPOINT = "model_best.pth.tar"
 
@@ -60,3 +67,32 @@ def finish_epoch(run_dir: str, run_log: RunLog, row: Dict[str, float], state: Di
     step_checkpoint = os.path.join(run_dir, STEP_CHECKPOINT)
     if os.path.exists(step_checkpoint):
         os.unlink(step_checkpoint)
+
+
+def end_epoch(
+    run_dir: str, run_log: Optional[RunLog], row: Dict[str, float], state: State, epoch: int, epochs: int, is_best: bool,
+    stop: StopSignal, context: DistributedContext, device: torch.device,
+) -> None:
+    """:func:`finish_epoch` on rank 0 (every rank learns if it failed), then raise TrainingStopped
+    on every rank if rank 0 caught a signal and epochs remain."""
+    run_on_main(lambda: finish_epoch(run_dir, run_log, row, state(epoch=epoch + 1), is_best), context, device,
+                f"to save epoch {epoch}")
+    if epoch + 1 < epochs and stop_agreed(stop, context, device):
+        raise TrainingStopped(stop.requested or "process 0's signal", epoch)
+
+
+def progress_saver(run_dir: str, state: State, context: DistributedContext, device: torch.device) -> Callable[[EpochProgress], None]:
+    """The ``save_progress`` of the training loops: a mid-epoch checkpoint, written by rank 0."""
+
+    def save_progress(progress: EpochProgress) -> None:
+        path = os.path.join(run_dir, STEP_CHECKPOINT)
+        run_on_main(lambda: save_checkpoint(state(**progress.state()), path), context, device, f"to write {path}")
+
+    return save_progress
+
+
+def report_stop(stopped: TrainingStopped, run_dir: str, log: Callable[[str], None]) -> int:
+    """Say where a stopped run saved itself and how to continue; the exit status for it."""
+    saved = os.path.join(run_dir, STEP_CHECKPOINT if stopped.step is not None else EPOCH_CHECKPOINT)
+    log(f"=> {stopped}; saved {saved}; continue with --resume auto (exit status {EXIT_STOPPED})")
+    return EXIT_STOPPED
