@@ -20,13 +20,13 @@ fi
 rm -rf "$RUN"
 mkdir -p "$RUN"
 python main.py "$SHAPES" -a eca_resnet18 --image-size 48 --min-scale 0.5 \
-    -b 32 --lr 0.05 --epochs 3 --lr-step 2 -j 1 -p 50 --seed 0 --output-dir "$RUN/backbone"
+    -b 32 --lr 0.05 --epochs 4 --lr-step 3 -j 1 -p 50 --seed 0 --output-dir "$RUN/backbone"
 python detect.py "$COCO" -a maskrcnn_eca_resnet18_fpn --backbone-weights "$RUN/backbone/model_best.pth.tar" \
-    --min-size "$SIZE" --max-size "$SIZE" -b 4 --lr 0.02 --warmup-iters 50 --epochs 4 --lr-steps 3 -j 1 -p 25 --seed 0 \
-    --detector-arg box_batch_size_per_image=64 \
+    --min-size "$SIZE" --max-size "$SIZE" -b 2 --lr 0.01 --warmup-iters 50 --epochs 3 --lr-steps 2 -j 1 -p 50 --seed 0 \
+    --detector-arg box_batch_size_per_image=16 \
     --detector-arg rpn_pre_nms_top_n_train=600 --detector-arg rpn_post_nms_top_n_train=300 \
     --detector-arg rpn_pre_nms_top_n_test=300 --detector-arg rpn_post_nms_top_n_test=100 \
     --detector-arg box_detections_per_img=20 \
-    --eval-interval 4 --output-dir "$RUN" | tee "$RUN/train.log"
+    --eval-interval 3 --output-dir "$RUN" | tee "$RUN/train.log"
 python predict.py --weights "$RUN/checkpoint.pth.tar" "$COCO/val2017/$(ls "$COCO/val2017" | head -n 1)" --out-dir "$RUN"
 grep '^ \* ' "$RUN/train.log"
