@@ -34,7 +34,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from .data import DataError, UnreadableImage, build_loader
+from .data import DataError, UnreadableImage, build_loader, split_unreadable
 from .distributed import DistributedContext
 
 __all__ = [
@@ -312,8 +312,7 @@ def collate_detection(
 ) -> Tuple[List[torch.Tensor], List[Target], List[str]]:
     """Lists of the readable images and their targets (sizes differ), plus the paths of the
     unreadable files, as utils.data.collate_readable does for classification."""
-    unreadable = [sample.path for sample in batch if isinstance(sample, UnreadableImage)]
-    readable = [sample for sample in batch if not isinstance(sample, UnreadableImage)]
+    readable, unreadable = split_unreadable(batch)
     return [image for image, _ in readable], [target for _, target in readable], unreadable
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "build_dataset",
     "UnreadableImage",
     "SkippingImageFolder",
+    "split_unreadable",
     "collate_readable",
     "collate_encoded",
     "DeviceDecodedLoader",
@@ -95,7 +96,7 @@ class SkippingImageFolder(datasets.ImageFolder):
         return self.transform(image), target
 
 
-def _split_unreadable(batch: Sequence[Any]) -> Tuple[List[Any], List[str]]:
+def split_unreadable(batch: Sequence[Any]) -> Tuple[List[Any], List[str]]:
     """(the readable samples, the paths of the unreadable ones)."""
     unreadable = [sample.path for sample in batch if isinstance(sample, UnreadableImage)]
     return [sample for sample in batch if not isinstance(sample, UnreadableImage)], unreadable
@@ -106,7 +107,7 @@ def collate_readable(batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor, 
 
     A batch with no readable sample has zero images, for the caller to skip.
     """
-    readable, unreadable = _split_unreadable(batch)
+    readable, unreadable = split_unreadable(batch)
     if not readable:
         return torch.empty(0), torch.empty(0, dtype=torch.long), unreadable
     images, targets = default_collate(readable)
@@ -115,7 +116,7 @@ def collate_readable(batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor, 
 
 def collate_encoded(batch: Sequence[Any]) -> Tuple[EncodedBatch, torch.Tensor, List[str]]:
     """:func:`collate_readable` for the ``--decode-device`` samples."""
-    readable, unreadable = _split_unreadable(batch)
+    readable, unreadable = split_unreadable(batch)
     targets = torch.tensor([target for _, target in readable], dtype=torch.long)
     return EncodedBatch([image for image, _ in readable]), targets, unreadable
 
