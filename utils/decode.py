@@ -29,6 +29,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from .transforms import CropDraw, RandomCropFlip, resized_crop_flip
 
 __all__ = [
+    "UNREADABLE",
     "read_bytes",
     "decode_rgb",
     "read_rgb",

@@ -138,19 +138,22 @@ def optimizer_step(
     """Backward and update: loss scaling with a GradScaler (fp16), and the gradients' norm
     clipped to ``clip_grad_norm`` when given (unscaled first, so the bound means the same)."""
     optimizer.zero_grad(set_to_none=True)
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     if scaler is not None:
         scaler.scale(loss).backward()
         if clip_grad_norm:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+            _clip_gradients(optimizer, clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
         if clip_grad_norm:
-            nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+            _clip_gradients(optimizer, clip_grad_norm)
         optimizer.step()
+
+
+def _clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
 
 
 class StepControl:
