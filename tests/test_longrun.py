@@ -28,6 +28,7 @@ import main as main_module
 from test_robustness import make_images
 from utils.checkpoint import load_checkpoint_file
 from utils.preemption import EXIT_STOPPED
+from utils.run_log import CSV_FIELDS, RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 6  # 24 training images, batch 4
@@ -179,6 +180,26 @@ def test_kill_9_after_a_mid_epoch_checkpoint_then_resume_auto_ends_bitwise_as_th
     assert f"=> resumed {run_dir / 'checkpoint_step.pth.tar'} at epoch {saved['epoch']}, step {saved['step']}/{STEPS_PER_EPOCH}" in out
     assert_same_run(uninterrupted, run_dir)
     assert tensorboard_steps(run_dir) == list(range(EPOCHS))
+
+
+def test_a_run_resumed_in_the_second_its_killed_predecessor_started_keeps_its_tensorboard_curves(tmp_path):
+    """TensorBoard reads event files in name order (creation second, host, pid): the killed run's
+    file, stamped this second or later with a pid that sorts after ours, must not come after
+    the resumed run's, or its purge at step 0 hides everything the resumed run logged."""
+    killed = RunLog(str(tmp_path))  # a fresh run, killed before its first epoch ended
+    killed.close()
+    (old_name,) = [name for name in os.listdir(tmp_path) if name.startswith("events.")]
+    host_pid_uid = old_name.split(".", 4)[4]  # events.out.tfevents.<second>.<host>.<pid>.<uid>
+    host, _, uid = host_pid_uid.rsplit(".", 2)
+    later = f"events.out.tfevents.{int(time.time()) + 1:010d}.{host}.999999999.{uid}"
+    os.rename(tmp_path / old_name, tmp_path / later)
+
+    resumed = RunLog(str(tmp_path))
+    for epoch in range(EPOCHS):
+        resumed.log_epoch({field: float(epoch) for field in CSV_FIELDS})
+    resumed.close()
+    assert sorted(os.listdir(tmp_path))[-1] != later
+    assert tensorboard_steps(tmp_path) == list(range(EPOCHS))
 
 
 def test_the_number_of_workers_does_not_change_the_result(data, uninterrupted, tmp_path):

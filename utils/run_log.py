@@ -1,13 +1,22 @@
 """Per-epoch records in the run directory: ``log.csv`` for plotting, TensorBoard scalars for browsing."""
 
 import csv
+import glob
 import io
 import os
+import time
 from typing import Dict, List, Sequence
 
 from .checkpoint import atomic_write
 
 __all__ = ["RunLog", "CSV_FIELDS"]
+
+# TensorBoard reads a directory's event files in name order and applies each file's purge there;
+# a name starts with the creation second, then host and pid, so two files from the same second
+# sort by pid (as strings). A run resumed within a second of its killed predecessor's start could
+# sort first, and the predecessor's purge at step 0 would then hide the resumed run's curves, so
+# a new file waits (at most this long) for a later second.
+MAX_WAIT_FOR_A_LATER_SECOND = 2.0
 
 CSV_FIELDS = (
     "epoch",
@@ -48,6 +57,7 @@ class RunLog:
             with open(self.csv_path, newline="") as handle:
                 self.rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < first_epoch]
         self._write_csv()
+        _wait_until_after_the_last_event_file(run_dir, MAX_WAIT_FOR_A_LATER_SECOND)
         self.writer = SummaryWriter(log_dir=run_dir, purge_step=first_epoch)
 
     def _write_csv(self) -> None:
@@ -68,3 +78,18 @@ class RunLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _wait_until_after_the_last_event_file(run_dir: str, max_wait: float) -> None:
+    """Sleep until ``int(time.time())`` exceeds the creation second of every event file in
+    ``run_dir`` (see :class:`RunLog`); a file stamped further ahead (a skewed clock) is not waited for."""
+    seconds = []
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*")):
+        stamp = os.path.basename(path).split(".")[3]
+        if stamp.isdigit():
+            seconds.append(int(stamp))
+    if not seconds:
+        return
+    wait = max(seconds) + 1 - time.time()
+    if 0 < wait <= max_wait:
+        time.sleep(wait)
