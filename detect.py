@@ -27,7 +27,14 @@ from utils.data import DataError
 from utils.detection_checkpoint import load_backbone_weights, load_detector
 from utils.detection_engine import DetectionSchedule, evaluate, train_one_epoch
 from utils.device import amp_settings, select_device, wrap_model
-from utils.distributed import DistributedContext, PeerFailedError, cleanup, confirm_parameters_agree, init_distributed
+from utils.distributed import (
+    DistributedContext,
+    PeerFailedError,
+    cleanup,
+    confirm_parameters_agree,
+    init_distributed,
+    peer_loss_reported,
+)
 from utils.engine import NonFiniteLossError
 from utils.preemption import StopSignal, TrainingStopped
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
@@ -243,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
     validate_args(args)
     context = init_distributed(args.world_size, args.dist_url, args.rank, args.dist_backend)
     try:
-        return _run(args, context)
+        with peer_loss_reported(context):
+            return _run(args, context)
     finally:
         cleanup(context)
 

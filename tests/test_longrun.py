@@ -27,6 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import main as main_module
 from test_robustness import make_images
 from utils.checkpoint import load_checkpoint_file
+from utils.distributed import DistributedContext, PeerFailedError, peer_loss_reported
 from utils.preemption import EXIT_STOPPED
 from utils.run_log import CSV_FIELDS, RunLog
 
@@ -312,10 +313,28 @@ def test_torchrun_restarts_after_kill_9_of_a_worker_and_ends_as_an_uninterrupted
     code, out = run_torchrun(torchrun(data, elastic, elastic_flags), lambda: (elastic / "checkpoint_step.pth.tar").exists())
     assert code == 0, out[-3000:]
     assert "failed (exitcode: -9) local_rank: 0" in out
+    assert "main.py: error: process 1 lost contact with another process of the run (" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
     assert out.count("=> resumed ") == 1 and "checkpoint_step.pth.tar at epoch " in out, out[-3000:]
     assert "=> weights identical on all 2 processes" in out
     assert_same_run(two_processes_uninterrupted, elastic)
     assert tensorboard_steps(elastic) == list(range(EPOCHS))
+
+
+def test_only_a_failed_collective_becomes_the_one_line_error_of_a_lost_peer():
+    """NCCL reports a dead peer as DistBackendError (gloo as above); any other error keeps its
+    traceback, and so does everything in a single-process run."""
+    rank_1 = DistributedContext(enabled=True, rank=1, world_size=2, backend="nccl")
+    lost = r"^process 1 lost contact with another process of the run \(NCCL error: remote process exited\); run the same"
+    with pytest.raises(PeerFailedError, match=lost):
+        with peer_loss_reported(rank_1):
+            raise torch.distributed.DistBackendError("NCCL error: remote process exited. Last error:\nsocket closed")
+    with pytest.raises(RuntimeError, match="^shapes cannot be multiplied$"):
+        with peer_loss_reported(rank_1):
+            raise RuntimeError("shapes cannot be multiplied")
+    with pytest.raises(torch.distributed.DistBackendError):
+        with peer_loss_reported(DistributedContext()):
+            raise torch.distributed.DistBackendError("NCCL error: remote process exited")
 
 
 FAKE_SRUN = """#!/bin/sh

@@ -2,8 +2,10 @@
 and the few collective helpers training needs."""
 
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -17,6 +19,7 @@ __all__ = [
     "all_gather_rows",
     "gather_objects",
     "run_on_main",
+    "peer_loss_reported",
     "barrier",
     "cleanup",
     "parameters_agree",
@@ -131,6 +134,38 @@ def run_on_main(action: Callable[[], None], context: DistributedContext, device:
         raise error
     if failed.item():
         raise PeerFailedError(f"process 0 failed {what}; see its error")
+
+
+def _communication_failure(error: BaseException) -> Optional[str]:
+    """The collective's own words, if ``error`` or an error it was raised while handling (the
+    survivor's DataLoader workers die of the same SIGTERM) is a collective that failed."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error)
+        if isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and "/gloo/" in text):
+            first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+            return re.sub(r"^\[[^\]]*\] ", "", first_line).split(". ")[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def peer_loss_reported(context: DistributedContext) -> Iterator[None]:
+    """Turn a collective that fails because another process died (killed, out of memory, a lost
+    node) into PeerFailedError, one line for the survivor, instead of a traceback from inside the
+    backward pass; the run continues with ``--resume auto``, by hand or by torchrun's restarts."""
+    try:
+        yield
+    except Exception as error:
+        cause = _communication_failure(error) if context.enabled else None
+        if cause is None:
+            raise
+        raise PeerFailedError(
+            f"process {context.rank} lost contact with another process of the run ({cause}); "
+            "run the same command with --resume auto to continue from the last checkpoint "
+            "(torchrun --max-restarts does that by itself)"
+        ) from error
 
 
 def barrier(context: DistributedContext) -> None:
