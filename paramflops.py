@@ -205,7 +205,8 @@ def detector_markdown_table() -> List[str]:
     """Every registered detector with its default k and classes, one row each."""
     lines = [
         f"Detectors: input {_dummy_input()} through MMDetection v1's dummy forward, counted by its rules, "
-        "in SI units (M = 10^6, G = 10^9) as the paper's detection table; Params are the trainable ones.",
+        "in SI units (M = 10^6, G = 10^9) as the paper's detection table; Params are the trainable ones; "
+        "COCO's 80 classes (81 with background for the R-CNNs) whatever --num-classes says.",
         "",
         "| detector | k | Params (paper) | FLOPs (paper) | Params (exact, trainable) | FLOPs (exact) |",
         "|---|---|---|---|---|---|",
