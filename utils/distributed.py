@@ -144,7 +144,7 @@ def _communication_failure(error: BaseException) -> Optional[str]:
         seen.add(id(error))
         text = str(error)
         if isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and "/gloo/" in text):
-            first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+            first_line = (text.strip().splitlines() or [type(error).__name__])[0]
             return re.sub(r"^\[[^\]]*\] ", "", first_line).split(". ")[0]
         error = error.__cause__ or error.__context__
     return None

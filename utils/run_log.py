@@ -83,13 +83,11 @@ class RunLog:
 def _wait_until_after_the_last_event_file(run_dir: str, max_wait: float) -> None:
     """Sleep until ``int(time.time())`` exceeds the creation second of every event file in
     ``run_dir`` (see :class:`RunLog`); a file stamped further ahead (a skewed clock) is not waited for."""
-    seconds = []
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*")):
-        stamp = os.path.basename(path).split(".")[3]
-        if stamp.isdigit():
-            seconds.append(int(stamp))
-    if not seconds:
+    files = glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*"))
+    stamps = (os.path.basename(path).split(".")[3] for path in files)
+    newest = max((int(stamp) for stamp in stamps if stamp.isdigit()), default=None)
+    if newest is None:
         return
-    wait = max(seconds) + 1 - time.time()
+    wait = newest + 1 - time.time()
     if 0 < wait <= max_wait:
         time.sleep(wait)
