@@ -6,26 +6,26 @@ ECA-ResNet and its baselines) with MMDetection v1's 1x recipe.
 
 Runs like main.py: the CPU, one GPU, or DistributedDataParallel under torchrun /
 --world-size (only rank 0 writes; the COCO evaluation gathers every rank's detections).
-The loops live in utils/detection_engine.py, the data in utils/coco.py, the evaluation in
-utils/coco_eval.py, checkpoint files in utils/detection_checkpoint.py.
+The loops live in utils/detection/engine.py, the data in utils/detection/coco.py, the evaluation in
+utils/detection/coco_eval.py, checkpoint files in utils/detection/checkpoint.py.
 """
 
 import argparse
-import inspect
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from models.detection import create_detector, detector_names
 from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args
-from utils.coco import CocoDetection, build_coco_loader, coco_split_paths
 from utils.console import TRAINING_EXIT_STATUSES, OneLineErrorParser, UsageError, parse_ksize, show_warnings_as_one_line
 from utils.data import DataError
-from utils.detection_checkpoint import load_backbone_weights, load_detector
-from utils.detection_engine import DetectionSchedule, evaluate, train_one_epoch
+from utils.detection.checkpoint import load_backbone_weights, load_detector
+from utils.detection.coco import CocoDetection, build_coco_loader, coco_split_paths
+from utils.detection.detector_settings import constructor_settings, is_rcnn, object_classes, parse_detector_args, plain_values
+from utils.detection.engine import DetectionSchedule, evaluate, train_one_epoch
 from utils.device import amp_settings, select_device, wrap_model
 from utils.distributed import (
     DistributedContext,
@@ -125,26 +125,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_detector_args(pairs: Sequence[str]) -> Dict[str, Any]:
-    """``KEY=VALUE`` strings as constructor keyword arguments (int, float or bool values)."""
-    parsed: Dict[str, Any] = {}
-    for pair in pairs:
-        key, separator, text = pair.partition("=")
-        if not separator or not key.isidentifier():
-            raise UsageError(f"--detector-arg {pair!r}: expected KEY=VALUE, e.g. box_batch_size_per_image=128")
-        if text.lower() in ("true", "false"):
-            parsed[key] = text.lower() == "true"
-            continue
-        for kind in (int, float):
-            try:
-                parsed[key] = kind(text)
-                break
-            except ValueError:
-                continue
-        else:
-            raise UsageError(f"--detector-arg {pair!r}: the value must be a number or true/false")
-    return parsed
-
 
 def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """What goes to the detector's constructor besides k and classes: sizes and --detector-arg."""
@@ -159,7 +139,9 @@ def validate_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before any process group, dataset or model exists."""
     if args.arch is not None and args.arch not in detector_names:
         raise UsageError(f"unknown detector {args.arch!r}; choose one of: {', '.join(detector_names)}")
-    if args.data is None and not (args.val_images and args.val_annotations and (args.evaluate or (args.train_images and args.train_annotations))):
+    if args.data is None and not (
+        args.val_images and args.val_annotations and (args.evaluate or (args.train_images and args.train_annotations))
+    ):
         raise UsageError("give the COCO root directory DIR, or --train-images/--train-annotations and --val-images/--val-annotations")
     for name in ("batch_size", "epochs", "print_freq", "num_classes", "min_size", "max_size", "eval_interval", "checkpoint_every"):
         value = getattr(args, name)
@@ -196,16 +178,6 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--detector-arg {unknown[0]}: {type(model).__name__} has no such setting")
 
 
-def constructor_settings(detector: type) -> Set[str]:
-    """The keyword arguments a torchvision detector class takes (its transform's included):
-    torchvision passes unknown ones on and ignores them, so a typo would go unnoticed."""
-    names = {"size_divisible", "fixed_size"}  # GeneralizedRCNNTransform's, reached through **kwargs
-    for cls in detector.__mro__:
-        if "__init__" in vars(cls):
-            names |= {name for name, parameter in inspect.signature(cls.__init__).parameters.items()
-                      if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
-    return names - {"self", "backbone", "num_classes"}
-
 
 def split_paths(args: argparse.Namespace, split: str) -> Tuple[str, str]:
     """(image folder, annotation file) of a split: the flags, else COCO's own layout under DIR."""
@@ -215,9 +187,6 @@ def split_paths(args: argparse.Namespace, split: str) -> Tuple[str, str]:
     default_images, default_annotations = coco_split_paths(args.data, split)
     return images or default_images, annotations or default_annotations
 
-
-def is_rcnn(arch: str) -> bool:
-    return not arch.startswith("retinanet")
 
 
 def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module, str, Dict[str, Any], Optional[Dict[str, Any]]]:
@@ -236,14 +205,6 @@ def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module,
     return create_detector(arch, **kwargs), arch, kwargs, None
 
 
-def object_classes(arch: str, kwargs: Dict[str, Any]) -> int:
-    """The object categories a detector tells apart (background not counted)."""
-    return kwargs["num_classes"] - int(is_rcnn(arch))
-
-
-def plain_values(kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """Constructor kwargs a checkpoint can hold under weights_only (``k_size`` as a string or list)."""
-    return {key: value for key, value in kwargs.items() if isinstance(value, (str, int, float, bool, list, tuple))}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -311,7 +272,9 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
         return 0
 
     lr = args.lr if args.lr is not None else REFERENCE_LR * args.batch_size / REFERENCE_BATCH
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr, momentum=args.momentum, weight_decay=args.weight_decay
+    )
     start, best_ap, progress = 0, -1.0, None
     if checkpoint is not None:
         start, _ = resume_state(checkpoint, optimizer, scaler)
@@ -346,9 +309,23 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
             for epoch in range(start, args.epochs):
                 resume_from = begin_epoch(train_loader, epoch, progress, args.batch_size, context.world_size)
                 train_stats = train_one_epoch(
-                    train_model, optimizer, train_loader, device, epoch, schedule, context, log, print_freq=args.print_freq,
-                    amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=args.clip_grad or None, bad_images=args.bad_images,
-                    resume_from=resume_from, stop=stop, checkpoints=checkpoints, save_progress=progress_saver(run_dir, state, context, device),
+                    train_model,
+                    optimizer,
+                    train_loader,
+                    device,
+                    epoch,
+                    schedule,
+                    context,
+                    log,
+                    print_freq=args.print_freq,
+                    amp_dtype=amp_dtype,
+                    scaler=scaler,
+                    clip_grad_norm=args.clip_grad or None,
+                    bad_images=args.bad_images,
+                    resume_from=resume_from,
+                    stop=stop,
+                    checkpoints=checkpoints,
+                    save_progress=progress_saver(run_dir, state, context, device),
                 )
                 stats: Optional[Dict[str, List[float]]] = None
                 if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:

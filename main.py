@@ -245,9 +245,10 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     else:
         torch.backends.cudnn.benchmark = True
     if args.resume == "auto":
-        args.resume = resolve_resume(args.resume, run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action))
+        run_dir = run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action)
+        args.resume = resolve_resume(args.resume, run_dir)
         if not args.resume and args.evaluate:
-            raise UsageError(f"--resume auto: {run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action)} holds no checkpoint to evaluate")
+            raise UsageError(f"--resume auto: {run_dir} holds no checkpoint to evaluate")
         if args.resume and args.pretrained:
             log(f"=> --resume auto found {args.resume}; --pretrained {args.pretrained} is only for the first start")
             args.pretrained = ""

@@ -8,7 +8,7 @@
 The paper's 24.37M and 3.86G are binary units (M = 1024^2, G = 1024^3) of thop's mid-2019
 counts; the same model is 25.56M parameters and 4.13G MACs in SI units by today's thop.
 Its detection table is in SI units, counted by MMDetection v1's tools/get_flops.py: trainable
-parameters, and the multiply-accumulates of one 1x3x1280x800 image (utils/detection_complexity.py).
+parameters, and the multiply-accumulates of one 1x3x1280x800 image (utils/detection/complexity.py).
 """
 
 import argparse
@@ -23,7 +23,7 @@ import models
 from models.detection import create_detector, detector_names
 from utils.complexity import ATTENTION_TYPES, Complexity, attention_share, binary_units, measure, si_units
 from utils.console import OneLineErrorParser
-from utils.detection_complexity import DUMMY_INPUT, DetectorComplexity, measure_detector, paper_si_units, shapes_only
+from utils.detection.complexity import DUMMY_INPUT, DetectorComplexity, measure_detector, paper_si_units, shapes_only
 
 CLASSIFICATION_INPUT_SIZE = 224
 CLASSIFICATION_CLASSES = 1000

@@ -32,7 +32,7 @@ import models
 from models.detection import COCO_CLASSES, detector_names
 from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_model
 from utils.console import show_warnings_as_one_line
-from utils.detection_checkpoint import load_detector
+from utils.detection.checkpoint import load_detector
 from utils.transforms import build_transform
 
 IMAGENET_CLASSES: List[str] = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
@@ -104,7 +104,9 @@ def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor], na
         return image
     if "masks" in detections:
         image = draw_segmentation_masks(image, detections["masks"][:, 0] > 0.5, alpha=0.45, colors=colors)
-    labels = [f"{detection_label(label, names)} {score:.2f}" for label, score in zip(detections["labels"].tolist(), detections["scores"].tolist())]
+    labels = [
+        f"{detection_label(label, names)} {score:.2f}" for label, score in zip(detections["labels"].tolist(), detections["scores"].tolist())
+    ]
     return draw_bounding_boxes(image, detections["boxes"], labels=labels, colors=colors, width=2)
 
 

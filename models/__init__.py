@@ -3,6 +3,7 @@ compared against (plain, SE, ECA-NS), behind one registry."""
 
 from .eca import EfficientChannelAttention, adaptive_kernel_size, eca_layer, parse_kernel_sizes
 from .eca_mobilenetv2 import ECAMobileNetV2, eca_mobilenet_v2
+from .eca_ns import NonSharedChannelAttention
 from .eca_resnet import (
     DEFAULT_KERNEL_SIZES,
     ResNet,
@@ -12,7 +13,6 @@ from .eca_resnet import (
     eca_resnet101,
     eca_resnet152,
 )
-from .eca_ns import NonSharedChannelAttention
 from .features import FeatureInfo, FeatureListNet
 from .registry import create_model, list_models, register_model
 from .resnet_variants import (

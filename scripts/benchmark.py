@@ -22,13 +22,14 @@ as many threads, step after step in turn, and reports ONNX Runtime's time as a r
 
 import argparse
 import contextlib
+import functools
 import json
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -232,15 +233,9 @@ def run_onnx(args: argparse.Namespace) -> List[Dict]:
         )
         for batch in args.onnx_batch_sizes:
             images = torch.randn(batch, 3, args.image_size, args.image_size)
-            feed = {INPUT_NAME: images.numpy()}
 
-            def eager_step() -> torch.Tensor:
-                with torch.inference_mode():
-                    return model(images)
-
-            def onnx_step() -> torch.Tensor:
-                return torch.from_numpy(session.run(None, feed)[0])
-
+            eager_step = functools.partial(_eager_inference, model, images)
+            onnx_step = functools.partial(_onnx_inference, session, {INPUT_NAME: images.numpy()})
             max_diff = (onnx_step() - eager_step()).abs().max().item()
             times: Dict[str, List[float]] = {"eager": [], "onnxruntime": []}
             for index in range(args.warmup + args.steps):
@@ -256,6 +251,15 @@ def run_onnx(args: argparse.Namespace) -> List[Dict]:
             )
             print(format_onnx_row(rows[-1]), flush=True)
     return rows
+
+
+def _eager_inference(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(images)
+
+
+def _onnx_inference(session: Any, feed: Dict[str, Any]) -> torch.Tensor:
+    return torch.from_numpy(session.run(None, feed)[0])
 
 
 def format_onnx_row(row: Dict) -> str:

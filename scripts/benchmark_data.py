@@ -137,7 +137,9 @@ def loader_rate(loader, train: bool, device: Optional[torch.device] = None) -> T
     return images / (time.perf_counter() - began), batch_bytes
 
 
-def alternating(loaders: Dict[str, object], train: bool, epochs: int, device: Optional[torch.device] = None) -> Dict[str, Tuple[float, int]]:
+def alternating(
+    loaders: Dict[str, object], train: bool, epochs: int, device: Optional[torch.device] = None
+) -> Dict[str, Tuple[float, int]]:
     """Each loader's median images/s over ``epochs`` epochs taken in turns, after one epoch each
     that starts its (persistent) workers; and its bytes per batch."""
     for loader in loaders.values():
@@ -210,7 +212,9 @@ def device_rows(folder: str, images: int, size: int, workers: int, batch_size: i
     cpu = build_loader(fast, True, batch_size, workers, 0, context, pin)
     gpu = build_loader(encoded, True, batch_size, workers, 0, context, pin, decode_device=device)
     (old, _), (new, _) = alternating({"cpu": cpu, "gpu": gpu}, True, epochs, device).values()
-    rows = [row(f"train, DataLoader -j {workers}, decode on {device.type}", old, new, note="old: the fast pipeline, decoding in the workers")]
+    rows = [
+        row(f"train, DataLoader -j {workers}, decode on {device.type}", old, new, note="old: the fast pipeline, decoding in the workers")
+    ]
 
     start_epoch(gpu, 0)
     batches = [batch.items() for batch, _, _ in gpu.loader]

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 
-
 def uniform(seed: int, n: int) -> np.ndarray:
     """splitmix64 of seed, seed+1, ...: n float64 values in [0, 1)."""
     with np.errstate(over="ignore"):

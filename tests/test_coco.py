@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from coco_sets import HEIGHT, WIDTH, coco_annotations, rectangle, write_coco_set
 from PIL import Image
 
-from coco_sets import HEIGHT, WIDTH, coco_annotations, rectangle, write_coco_set
-from utils.coco import CocoDetection, build_coco_loader, collate_detection, coco_split_paths, flip_horizontal
 from utils.data import DataError, UnreadableImage, start_epoch
+from utils.detection.coco import CocoDetection, build_coco_loader, coco_split_paths, collate_detection, flip_horizontal
 from utils.distributed import DistributedContext
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,15 @@ def test_training_set_leaves_out_what_mmdetection_v1_did(tmp_path):
     annotations = coco_annotations() + [
         # image 3 gets only a crowd region and a sub-pixel box: nothing to train on
         {"id": 5, "image_id": 3, "category_id": 3, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 1, "segmentation": [[1, 1, 6, 1, 6, 6]]},
-        {"id": 6, "image_id": 3, "category_id": 3, "bbox": [1, 1, 0.5, 5], "area": 2.5, "iscrowd": 0, "segmentation": [[1, 1, 1.5, 1, 1.5, 6]]},
+        {
+            "id": 6,
+            "image_id": 3,
+            "category_id": 3,
+            "bbox": [1, 1, 0.5, 5],
+            "area": 2.5,
+            "iscrowd": 0,
+            "segmentation": [[1, 1, 1.5, 1, 1.5, 6]],
+        },
     ]
     image_dir, annotation_file = write_coco_set(tmp_path, annotations)
     dataset = CocoDetection(image_dir, annotation_file, train=True, with_masks=True, flip_prob=0.0)
@@ -186,7 +194,9 @@ def test_polygons_under_three_points_are_dropped_or_become_the_box(tmp_path):
     annotations[0]["segmentation"] = [[4, 6, 24, 6], [4, 6, 24, 6, 24, 16]]  # a 2-point part pycocotools would read as a box
     annotations[3]["segmentation"] = [[10, 5, 18, 35]]
     image_dir, annotation_file = write_coco_set(tmp_path, annotations)
-    with pytest.warns(UserWarning, match=r"1 annotations have no polygon of 3 or more points, e.g. annotation 4; their masks are their boxes$"):
+    with pytest.warns(
+        UserWarning, match=r"1 annotations have no polygon of 3 or more points, e.g. annotation 4; their masks are their boxes$"
+    ):
         dataset = CocoDetection(image_dir, annotation_file, train=False, with_masks=True)
     car = dataset[0][1]["masks"][0]
     assert 0 < car.sum() < 200 and car[15, 5] == 0 and car[7, 22] == 1  # the triangle, not the 20 x 10 box
@@ -225,7 +235,10 @@ def test_demo_set_is_reproducible_and_well_formed(tmp_path):
     for folder in ("train2017", "val2017", "annotations"):
         comparison = filecmp.dircmp(tmp_path / "a" / folder, tmp_path / "b" / folder)
         assert not comparison.diff_files and not comparison.left_only and not comparison.right_only
-        assert filecmp.cmpfiles(tmp_path / "a" / folder, tmp_path / "b" / folder, comparison.common_files, shallow=False)[0] == comparison.common_files
+        assert (
+            filecmp.cmpfiles(tmp_path / "a" / folder, tmp_path / "b" / folder, comparison.common_files, shallow=False)[0]
+            == comparison.common_files
+        )
 
     train = CocoDetection(*coco_split_paths(str(tmp_path / "a"), "train"), train=True, with_masks=True, flip_prob=0.0)
     val = CocoDetection(*coco_split_paths(str(tmp_path / "a"), "val"), train=False, with_masks=True)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from coco_sets import write_coco_set
 from pycocotools import mask as mask_utils
 
-from coco_sets import write_coco_set
-from utils.coco import CocoDetection
-from utils.coco_eval import detections_to_results, evaluate_coco, merge_results
+from utils.detection.coco import CocoDetection
+from utils.detection.coco_eval import detections_to_results, evaluate_coco, merge_results
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +89,29 @@ def test_a_wrong_box_or_label_scores_less(dataset):
 def test_masks_are_thresholded_above_one_half(dataset):  # and labels may come back as floats
     probabilities = torch.full((1, 1, 48, 64), 0.5)
     probabilities[0, 0, 10:20, 5:9] = 0.51
-    output = {"boxes": torch.tensor([[5.0, 10.0, 9.0, 20.0]]), "labels": torch.tensor([2.0]), "scores": torch.tensor([0.9]), "masks": probabilities}
+    output = {
+        "boxes": torch.tensor([[5.0, 10.0, 9.0, 20.0]]),
+        "labels": torch.tensor([2.0]),
+        "scores": torch.tensor([0.9]),
+        "masks": probabilities,
+    }
     (record,) = detections_to_results([(1, output)], dataset.category_ids)
     assert mask_utils.area(record["segmentation"]) == 40
     assert record["bbox"] == [5.0, 10.0, 4.0, 10.0] and record["category_id"] == 7
 
 
 def test_no_detections_evaluate_to_zero_with_a_warning(dataset, tmp_path):
-    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0), "masks": torch.zeros(0, 1, 48, 64)}] * 3
-    with pytest.warns(UserWarning, match=r"^no detections to evaluate \(an untrained model, or classes that do not match the data\): AP is 0.0$"):
+    empty = [
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "scores": torch.zeros(0),
+            "masks": torch.zeros(0, 1, 48, 64),
+        }
+    ] * 3
+    with pytest.warns(
+        UserWarning, match=r"^no detections to evaluate \(an untrained model, or classes that do not match the data\): AP is 0.0$"
+    ):
         stats, lines = _evaluate(dataset, empty, [1, 2, 3], results_file=str(tmp_path / "none.json"))
     assert stats == {"bbox": [0.0] * 12, "segm": [0.0] * 12}
     assert lines[-2:] == [" * bbox AP 0.0 AP50 0.0 AP75 0.0", " * segm AP 0.0 AP50 0.0 AP75 0.0"]
@@ -111,7 +125,10 @@ def test_labels_beyond_the_data_classes_are_left_out_with_a_warning(dataset):
     with pytest.warns(UserWarning) as caught:
         stats, lines = _evaluate(dataset, outputs, image_ids)
     messages = [str(warning.message) for warning in caught]
-    assert messages[0] == "3 of 3 detections have labels beyond the data's 3 categories (the model was trained on other classes); they are left out"
+    assert (
+        messages[0]
+        == "3 of 3 detections have labels beyond the data's 3 categories (the model was trained on other classes); they are left out"
+    )
     assert messages[1].startswith("no detections to evaluate")
     assert stats["bbox"][0] == 0.0 and lines[-1] == " * segm AP 0.0 AP50 0.0 AP75 0.0"
 

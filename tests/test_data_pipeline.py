@@ -139,7 +139,9 @@ def test_the_transform_applies_the_box_it_draws(folder):
     crop = RandomCropFlip(SIZE, 0.3)
     draw = seeded(5, crop.draw, *image.shape[-2:])
     assert torch.equal(seeded(5, crop, image), resized_crop_flip(image, draw, SIZE))
-    assert torch.equal(resized_crop_flip(image, draw._replace(flip=True), SIZE), resized_crop_flip(image, draw._replace(flip=False), SIZE).flip(-1))
+    assert torch.equal(
+        resized_crop_flip(image, draw._replace(flip=True), SIZE), resized_crop_flip(image, draw._replace(flip=False), SIZE).flip(-1)
+    )
 
 
 # --- normalising on the device -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from PIL import Image
 import detect
 from models.detection import COCO_CLASSES, create_detector
 from utils.checkpoint import load_checkpoint_file
-from utils.detection_checkpoint import mmdet_v1_to_torchvision
+from utils.detection.checkpoint import mmdet_v1_to_torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -13,7 +13,7 @@ import torch
 import models
 from models.detection import COCO_CLASSES, create_detector
 from utils.checkpoint import CheckpointError, CheckpointWarning, save_checkpoint
-from utils.detection_checkpoint import (
+from utils.detection.checkpoint import (
     classification_arch_and_k,
     infer_detector,
     load_backbone_weights,
@@ -52,7 +52,9 @@ def spec_key(key: str, retinanet: bool) -> str:
     if fpn_conv:
         index, rest = int(fpn_conv.group(1)), fpn_conv.group(2)
         outputs = 3 if retinanet else 4
-        return f"backbone.fpn.layer_blocks.{index}.0.{rest}" if index < outputs else f"backbone.fpn.extra_blocks.p{6 + index - outputs}.{rest}"
+        return (
+            f"backbone.fpn.layer_blocks.{index}.0.{rest}" if index < outputs else f"backbone.fpn.extra_blocks.p{6 + index - outputs}.{rest}"
+        )
     for pattern, replacement in SPEC_RENAMES:
         if re.match(pattern, key):
             return re.sub(pattern, replacement, key)
@@ -112,7 +114,7 @@ def test_released_layouts_load_strictly_key_for_key(tmp_path, manifest, entry, a
     loaded = model.state_dict()
     assert len(loaded) == len(layout)
     retinanet = arch.startswith("retinanet")
-    for index, (key, shape) in enumerate(layout):
+    for key, shape in layout:
         tensor = loaded[spec_key(key, retinanet)]
         assert list(tensor.shape) == shape and torch.equal(tensor, written[key]), key
     assert int(loaded["backbone.body.layer4.2.eca.conv.weight"].flatten()[0]) == next(
@@ -192,7 +194,12 @@ def project_file(tmp_path_factory):
 def test_project_checkpoints_round_trip(project_file):
     path, original = project_file
     model, info = load_detector(path)
-    assert (info["arch"], info["format"], info["epoch"], info["classes"]) == ("maskrcnn_eca_resnet18_fpn", "project", 2, ["circle", "square", "star"])
+    assert (info["arch"], info["format"], info["epoch"], info["classes"]) == (
+        "maskrcnn_eca_resnet18_fpn",
+        "project",
+        2,
+        ["circle", "square", "star"],
+    )
     assert info["kwargs"] == {"num_classes": 4, "k_size": "3577", **TINY}
     for key, value in original.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -205,7 +212,9 @@ def test_project_checkpoints_round_trip(project_file):
 
 def test_explicit_choices_must_agree_with_the_file(project_file):
     path, _ = project_file
-    with pytest.raises(CheckpointError, match=r"holds maskrcnn_eca_resnet18_fpn weights, not fasterrcnn_eca_resnet18_fpn; use -a maskrcnn_eca_resnet18_fpn"):
+    with pytest.raises(
+        CheckpointError, match=r"holds maskrcnn_eca_resnet18_fpn weights, not fasterrcnn_eca_resnet18_fpn; use -a maskrcnn_eca_resnet18_fpn"
+    ):
         load_detector(path, arch="fasterrcnn_eca_resnet18_fpn")
     with pytest.raises(CheckpointError, match=r"has k=3577 where --ksize gives k=3333; use --ksize 3577"):
         load_detector(path, k_size="3333")
@@ -231,7 +240,10 @@ def test_refusals_are_one_line(tmp_path, project_file):
     save_checkpoint({"arch": "eca_resnet18", "epoch": 5, "state_dict": models.eca_resnet18(num_classes=10).state_dict()}, classifier)
     with pytest.raises(CheckpointError) as error:
         load_detector(classifier)
-    assert "holds an ImageNet classification model (eca_resnet18), not a detector; start a detector's backbone from it with --backbone-weights" in _one_line(error)
+    assert (
+        "holds an ImageNet classification model (eca_resnet18), not a detector; start a detector's backbone from it with --backbone-weights"
+        in _one_line(error)
+    )
 
     newer = tmp_path / "mask_rcnn_r50_fpn_v2.pth"
     torch.save(
@@ -294,7 +306,10 @@ def test_backbone_weights_from_an_imagenet_checkpoint(tmp_path, project_file):
     other_k = create_detector("retinanet_eca_resnet18_fpn", k_size="3333", **TINY)
     initial = other_k.backbone.body.layer2[0].eca.conv.weight.clone()
     line = load_backbone_weights(other_k, path)
-    assert "its ECA k 3577 differs from the detector's 3333: 6 ECA layers stay as initialised (build with k_size 3577 to load them all)" in line
+    assert (
+        "its ECA k 3577 differs from the detector's 3333: 6 ECA layers stay as initialised (build with k_size 3577 to load them all)"
+        in line
+    )
     assert torch.equal(other_k.backbone.body.layer2[0].eca.conv.weight, initial)
     assert torch.equal(other_k.backbone.body.layer1[0].eca.conv.weight, classifier.layer1[0].eca.conv.weight)
     assert torch.equal(other_k.backbone.body.layer3[1].conv2.weight, classifier.layer3[1].conv2.weight)
@@ -303,7 +318,9 @@ def test_backbone_weights_from_an_imagenet_checkpoint(tmp_path, project_file):
     save_checkpoint({"arch": "resnet18", "state_dict": models.resnet18().state_dict()}, plain)
     with pytest.raises(CheckpointError) as error:
         load_backbone_weights(detector, plain)
-    assert "holds resnet18 weights but the detector's backbone is eca_resnet18; no registered detector has that backbone" in _one_line(error)
+    assert "holds resnet18 weights but the detector's backbone is eca_resnet18; no registered detector has that backbone" in _one_line(
+        error
+    )
 
     with pytest.raises(CheckpointError) as error:
         load_backbone_weights(detector, project_file[0])

@@ -58,7 +58,10 @@ def test_trainable_parameters_are_the_papers(name, k_size, expected):
 
 def test_defaults_are_the_released_detectors(manifest):
     """Default k 3377 for ECA-50 (not the ImageNet release's 3557), 81 / 80 classes, all tensors of the release."""
-    for entry, name in (("mask_rcnn_ecanet50_k3377_bs8_lr0.01", "maskrcnn_eca_resnet50_fpn"), ("RetinaNet_ecanet50_k3377_bs8_lr0.01", "retinanet_eca_resnet50_fpn")):
+    for entry, name in (
+        ("mask_rcnn_ecanet50_k3377_bs8_lr0.01", "maskrcnn_eca_resnet50_fpn"),
+        ("RetinaNet_ecanet50_k3377_bs8_lr0.01", "retinanet_eca_resnet50_fpn"),
+    ):
         with torch.device("meta"):
             model = create_detector(name)
         assert sum(p.numel() for p in model.parameters()) == manifest["models"][entry]["total_params"]
@@ -79,7 +82,10 @@ def test_base_anchors_equal_mmdet_v1s_on_every_level():
     with torch.device("meta"):
         rcnn = create_detector("maskrcnn_eca_resnet50_fpn")
         retinanet = create_detector("retinanet_eca_resnet50_fpn")
-    for generator, levels in ((rcnn.rpn.anchor_generator, fixture["rpn"]["levels"]), (retinanet.anchor_generator, fixture["retinanet"]["levels"])):
+    for generator, levels in (
+        (rcnn.rpn.anchor_generator, fixture["rpn"]["levels"]),
+        (retinanet.anchor_generator, fixture["retinanet"]["levels"]),
+    ):
         assert list(generator.strides) == [int(stride) for stride in levels]
         for cell, (stride, inclusive) in zip(generator.cell_anchors, levels.items()):
             expected = torch.tensor(inclusive) + torch.tensor([0.0, 0.0, 1.0, 1.0])

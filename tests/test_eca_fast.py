@@ -1,6 +1,7 @@
 """The fast ECA path against the plain computation: same outputs, same gradients, no extra memory."""
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -152,10 +153,10 @@ def test_bfloat16_autocast_keeps_the_input_dtype_and_a_float32_gate():
     for form in FORMS:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out, grads = outputs_and_grads(
-                lambda x, i: fast_eca(layer, form, x, i), x, identity, layer.conv.weight, grad_out
+                functools.partial(fast_eca, layer, form), x, identity, layer.conv.weight, grad_out
             )
         ref, ref_grads = outputs_and_grads(
-            lambda x, i: plain_for(form, x.float(), layer.conv.weight, i.float()),
+            lambda x, i, form=form: plain_for(form, x.float(), layer.conv.weight, i.float()),
             x,
             identity,
             layer.conv.weight,

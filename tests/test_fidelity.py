@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic_weights import synthetic_input, synthetic_state_dict, synthetic_tensor, uniform
 
 import models
-from synthetic_weights import synthetic_input, synthetic_state_dict, synthetic_tensor, uniform
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MANIFEST = json.loads((FIXTURES / "state_dict_manifest.json").read_text())

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_robustness import make_images
 
 import main as main_module
-from test_robustness import make_images
 from utils.checkpoint import load_checkpoint_file
 from utils.distributed import DistributedContext, PeerFailedError, peer_loss_reported
 from utils.preemption import EXIT_STOPPED
@@ -307,7 +307,9 @@ def two_processes_uninterrupted(data, tmp_path_factory):
     return run_dir
 
 
-def test_torchrun_restarts_after_kill_9_of_a_worker_and_ends_as_an_uninterrupted_two_process_run(data, two_processes_uninterrupted, tmp_path):
+def test_torchrun_restarts_after_kill_9_of_a_worker_and_ends_as_an_uninterrupted_two_process_run(
+    data, two_processes_uninterrupted, tmp_path
+):
     elastic = tmp_path / "elastic"
     elastic_flags = ["--max-restarts", "3", "--monitor-interval", "0.1"]
     code, out = run_torchrun(torchrun(data, elastic, elastic_flags), lambda: (elastic / "checkpoint_step.pth.tar").exists())

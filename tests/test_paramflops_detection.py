@@ -8,7 +8,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from models.detection import create_detector
 from paramflops import count_detector, main
-from utils.detection_complexity import measure_detector, paper_si_units, shapes_only
+from utils.detection.complexity import measure_detector, paper_si_units, shapes_only
 
 DETECTION_TABLE = [
     # arch, k, Param., FLOPs as the original README prints them; the exact integers of the

@@ -300,7 +300,8 @@ def evaluate(
         totals.update(loss, output, target)
         if print_freq and step % print_freq == 0 and step != steps - 1:
             running = totals.summary()
-            log(f"Test: [{step:>{len(str(steps))}}/{steps}]  loss {running['loss']:.4f}  Prec@1 {running['prec1']:6.2f}  Prec@5 {running['prec5']:6.2f}")
+            log(f"Test: [{step:>{len(str(steps))}}/{steps}]  loss {running['loss']:.4f}  "
+                f"Prec@1 {running['prec1']:6.2f}  Prec@5 {running['prec5']:6.2f}")
     result = {**totals.summary(context), "unreadable": report_unreadable(unreadable, device, context, log, "Test:")}
     log(f" * Prec@1 {result['prec1']:.3f} Prec@5 {result['prec5']:.3f}")
     return result

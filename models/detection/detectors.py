@@ -27,9 +27,9 @@ from .mmdet_v1 import (
     MMDetV1AnchorGenerator,
     MMDetV1BoxPredictor,
     MMDetV1RegionProposalNetwork,
-    MMDetV1RPNHead,
     MMDetV1RetinaNetRegressionHead,
     MMDetV1RoIAlign,
+    MMDetV1RPNHead,
     MMDetV1Transform,
     init_heads_as_mmdet_v1,
 )
@@ -126,7 +126,12 @@ class MMDetV1RetinaNet(RetinaNet):
 
 
 def _build(
-    detector: str, body: str, k_size: Optional[KernelSizeSpec], num_classes: Optional[int], pretrained: bool, detector_kwargs: Dict[str, Any]
+    detector: str,
+    body: str,
+    k_size: Optional[KernelSizeSpec],
+    num_classes: Optional[int],
+    pretrained: bool,
+    detector_kwargs: Dict[str, Any],
 ) -> torch.nn.Module:
     """A torchvision detector around this project's ResNet with MMDetection v1's settings and
     conventions; ``detector_kwargs`` override the settings (e.g. small min/max sizes)."""
@@ -134,7 +139,7 @@ def _build(
     if pretrained:
         raise ValueError(
             f"{name}(pretrained=True): weights are never downloaded; load a file with "
-            "utils.detection_checkpoint.load_detector (a detector) or load_backbone_weights (an ImageNet checkpoint)"
+            "utils.detection.checkpoint.load_detector (a detector) or load_backbone_weights (an ImageNet checkpoint)"
         )
     if k_size is not None and BODIES[body] is None:
         raise ValueError(f"{name}: {body} has no ECA layers, so k_size does not apply")
@@ -149,11 +154,15 @@ def _build(
         settings = {**_COMMON_SETTINGS, **_RETINANET_SETTINGS, **detector_kwargs}
         settings.setdefault("anchor_generator", MMDetV1AnchorGenerator(**RETINANET_ANCHORS))
         model = MMDetV1RetinaNet(backbone, num_classes=num_classes, **settings)
-        model.head.regression_head = MMDetV1RetinaNetRegressionHead(backbone.out_channels, model.anchor_generator.num_anchors_per_location()[0])
+        model.head.regression_head = MMDetV1RetinaNetRegressionHead(
+            backbone.out_channels, model.anchor_generator.num_anchors_per_location()[0]
+        )
     else:
         settings = {**_COMMON_SETTINGS, **_RCNN_SETTINGS, **detector_kwargs}
         settings.setdefault("rpn_anchor_generator", MMDetV1AnchorGenerator(**RPN_ANCHORS))
-        settings.setdefault("rpn_head", MMDetV1RPNHead(backbone.out_channels, settings["rpn_anchor_generator"].num_anchors_per_location()[0]))
+        settings.setdefault(
+            "rpn_head", MMDetV1RPNHead(backbone.out_channels, settings["rpn_anchor_generator"].num_anchors_per_location()[0])
+        )
         settings.setdefault("box_roi_pool", MMDetV1RoIAlign(7))
         settings.setdefault("box_predictor", MMDetV1BoxPredictor(1024, num_classes))  # after TwoMLPHead's 1024
         if detector == "maskrcnn":

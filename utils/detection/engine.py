@@ -17,13 +17,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from utils.distributed import DistributedContext, all_reduce_sum, gather_objects
+from utils.engine import StepControl, optimizer_step, readable_batches, report_unreadable, set_learning_rate
+from utils.metrics import format_duration
+from utils.preemption import StopSignal
+from utils.resume import CheckpointSchedule, EpochProgress
+
 from .coco import CocoDetection
 from .coco_eval import detections_to_results, evaluate_coco, merge_results
-from .distributed import DistributedContext, all_reduce_sum, gather_objects
-from .engine import StepControl, optimizer_step, readable_batches, report_unreadable, set_learning_rate
-from .metrics import format_duration
-from .preemption import StopSignal
-from .resume import CheckpointSchedule, EpochProgress
 
 __all__ = [
     "DetectionSchedule",
@@ -134,7 +135,9 @@ class LossTotals:
         return {**averages, "images": int(count), "images_per_s": count / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
 
 
-def move_to_device(images: Sequence[torch.Tensor], targets: Sequence[Target], device: torch.device) -> Tuple[List[torch.Tensor], List[Target]]:
+def move_to_device(
+    images: Sequence[torch.Tensor], targets: Sequence[Target], device: torch.device
+) -> Tuple[List[torch.Tensor], List[Target]]:
     """Images and the tensors of each target dict onto ``device`` (other values stay as they are)."""
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [

@@ -1,7 +1,7 @@
 """COCO-format instance data for the detectors: the annotation file checked up front, a Dataset in
 torchvision's detection interface, the training flip, a collate and loaders.
 
-Conventions (shared with models/detection and utils/coco_eval.py):
+Conventions (shared with models/detection and utils/detection/coco_eval.py):
 
 - boxes are torchvision's exclusive ``(x1, y1, x2, y2)`` in pixels: COCO's ``[x, y, w, h]`` is
   ``(x, y, x + w, y + h)``; MMDetection v1's inclusive ``(x, y, x + w - 1, y + h - 1)`` is the same
@@ -34,8 +34,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from .data import DataError, UnreadableImage, build_loader, split_unreadable
-from .distributed import DistributedContext
+from utils.data import DataError, UnreadableImage, build_loader, split_unreadable
+from utils.distributed import DistributedContext
 
 __all__ = [
     "Target",
@@ -210,7 +210,9 @@ def _check_image_files(image_dir: str, coco: COCO, annotation_file: str) -> None
 def _trainable(annotation: Dict[str, Any]) -> bool:
     """MMDetection v1's _parse_ann_info: which annotations become training targets."""
     _, _, width, height = annotation["bbox"]
-    return not annotation.get("iscrowd", 0) and not annotation.get("ignore", False) and width >= 1 and height >= 1 and annotation["area"] > 0
+    return (
+        not annotation.get("iscrowd", 0) and not annotation.get("ignore", False) and width >= 1 and height >= 1 and annotation["area"] > 0
+    )
 
 
 def flip_horizontal(image: torch.Tensor, target: Target) -> Tuple[torch.Tensor, Target]:

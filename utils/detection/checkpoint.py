@@ -16,8 +16,7 @@ from torch import nn
 
 from models.detection import BODIES, COCO_CLASSES, create_detector, detector_names
 from models.eca_resnet import RESNET_LAYOUTS, BasicBlock, Bottleneck, stage_kernel_sizes
-
-from .checkpoint import (
+from utils.checkpoint import (
     CheckpointError,
     CheckpointWarning,
     PathLike,
@@ -219,7 +218,8 @@ def load_detector(
     left_out: Tuple[str, ...] = ()
     if num_classes is not None and num_classes != kwargs["num_classes"]:
         warnings.warn(
-            f"{path} has {kwargs['num_classes']} classes; with {num_classes} its class-specific layers are left out and trained from scratch",
+            f"{path} has {kwargs['num_classes']} classes; with {num_classes} its class-specific layers are left out "
+            "and trained from scratch",
             CheckpointWarning,
             stacklevel=2,
         )
@@ -251,7 +251,9 @@ def _check_kernel_sizes(path: PathLike, arch: str, k_size: Any, held: Optional[s
     except ValueError as error:
         raise CheckpointError(f"--ksize for {arch}: {error}") from None
     if wanted != held:
-        raise CheckpointError(f"{path}: the checkpoint has k={held} where --ksize gives k={wanted}; use --ksize {held} or leave --ksize out")
+        raise CheckpointError(
+            f"{path}: the checkpoint has k={held} where --ksize gives k={wanted}; use --ksize {held} or leave --ksize out"
+        )
 
 
 def _load_strictly(path: PathLike, arch: str, model: nn.Module, state_dict: StateDict, left_out: Tuple[str, ...] = ()) -> None:

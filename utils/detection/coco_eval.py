@@ -20,8 +20,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .checkpoint import atomic_write
-from .data import DataError
+from utils.checkpoint import atomic_write
+from utils.data import DataError
 
 __all__ = ["Result", "MASK_THRESHOLD", "detections_to_results", "merge_results", "write_results", "evaluate_coco"]
 
@@ -36,7 +36,7 @@ def detections_to_results(
 ) -> List[Result]:
     """COCO result records of ``(image_id, output)`` pairs, in the outputs' order (score order
     within an image). ``functools.partial(detections_to_results, category_ids=...)`` is the
-    per-batch converter of utils.detection_engine.predict_dataset.
+    per-batch converter of utils.detection.engine.predict_dataset.
 
     A label outside 1..len(category_ids) (a model trained on other classes) gets
     ``category_id`` None; :func:`evaluate_coco` leaves those out and says so.
