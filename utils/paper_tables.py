@@ -1,0 +1,268 @@
+"""The ECA-Net paper's comparison tables as data, so scripts can rebuild them row by row.
+
+Numbers are copied as the paper (arXiv 1910.03151 v4) prints them: Param. and FLOPs as
+strings in its 1024-based units, accuracies in percent. A number the paper does not give,
+or that is not known here (Figure 4's values are only in the figure's image), is None.
+A row's model is a registered-name pattern; it is resolved only when asked for, so a table
+can name models that are not registered yet.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional, Tuple
+
+import models
+
+__all__ = [
+    "PaperRow",
+    "PaperTable",
+    "TABLES",
+    "DEPTHS",
+    "MOBILENET",
+    "VARIANTS",
+    "SOTA",
+    "KERNEL_SIZE",
+    "MOBILENET_TABLE",
+    "section_key",
+    "table_rows",
+    "model_name",
+    "registered_model_name",
+]
+
+DEPTHS: Tuple[int, ...] = (18, 34, 50, 101, 152)
+MOBILENET = "mobilenet"
+"""The section (and --depth value) of the MobileNetV2 rows."""
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of a paper table: how to build its model here and what the paper printed for it."""
+
+    key: str
+    """The row's name on the command line: the printed name in lower case, '-' as '_'."""
+    label: str
+    """The row as printed; '{depth}' stands for the ResNet depth."""
+    model: Optional[str]
+    """Registered-name pattern, '{depth}' for the ResNet depth; None: no model here."""
+    ksize: Optional[str] = None
+    """main.py --ksize for the row (Figure 4's fixed and adaptive k); None: the model's default."""
+    param_expression: Optional[str] = None
+    """Table 2's #Param of one attention module, as an expression in C, r, k."""
+    params: Optional[str] = None
+    flops: Optional[str] = None
+    train_fps: Optional[int] = None
+    inference_fps: Optional[int] = None
+    top1: Optional[float] = None
+    top5: Optional[float] = None
+
+    @property
+    def has_model(self) -> bool:
+        return self.model is not None
+
+    def label_at(self, depth: Optional[int]) -> str:
+        return self.label.format(depth=depth)
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """A table's rows (``template``, numbers unknown) and what the paper printed per section."""
+
+    key: str
+    title: str
+    template: Tuple[PaperRow, ...]
+    sections: Dict[str, Tuple[PaperRow, ...]]
+    """'resnet50', 'resnet101', ..., 'mobilenet' -> the rows the paper printed there."""
+    notes: Tuple[str, ...] = field(default=())
+    has_depth: bool = True
+    """False for the MobileNetV2 table, whose rows have no ResNet depth."""
+
+    @property
+    def row_keys(self) -> Tuple[str, ...]:
+        return tuple(row.key for row in self.template)
+
+
+def _numbered(template: Tuple[PaperRow, ...], numbers: Dict[str, dict]) -> Tuple[PaperRow, ...]:
+    """The template rows named in ``numbers`` (in the template's order), with those numbers filled in."""
+    unknown = set(numbers) - {row.key for row in template}
+    if unknown:
+        raise ValueError(f"rows {sorted(unknown)} are not in the table")
+    return tuple(replace(row, **numbers[row.key]) for row in template if row.key in numbers)
+
+
+def _numbers(params: Optional[str], flops: Optional[str], train_fps: Optional[int], inference_fps: Optional[int],
+             top1: Optional[float], top5: Optional[float]) -> dict:
+    return dict(params=params, flops=flops, train_fps=train_fps, inference_fps=inference_fps, top1=top1, top5=top5)
+
+
+_UNKNOWN = _numbers(None, None, None, None, None, None)
+
+# Table 2: every variant is a gate sigma(f(GAP(X))) where SE sits, at ResNet-50.
+_VARIANT_ROWS = (
+    PaperRow("vanilla", "Vanilla", "resnet{depth}", param_expression="0"),
+    PaperRow("se", "SE", "se_resnet{depth}", param_expression="2C^2/r"),
+    PaperRow("se_var1", "SE-Var1", "se_var1_resnet{depth}", param_expression="0"),
+    PaperRow("se_var2", "SE-Var2", "se_var2_resnet{depth}", param_expression="C"),
+    PaperRow("se_var3", "SE-Var3", "se_var3_resnet{depth}", param_expression="C^2"),
+    PaperRow("se_gc1", "SE-GC1", "se_gc1_resnet{depth}", param_expression="C^2/16"),
+    PaperRow("se_gc2", "SE-GC2", "se_gc2_resnet{depth}", param_expression="16C"),
+    PaperRow("se_gc3", "SE-GC3", "se_gc3_resnet{depth}", param_expression="8C"),
+    PaperRow("eca_ns", "ECA-NS", "eca_ns_resnet{depth}", param_expression="kC"),
+    PaperRow("eca", "ECA", "eca_resnet{depth}", param_expression="k"),
+)
+
+VARIANTS = PaperTable(
+    key="variants",
+    title="Table 2: channel-attention variants (ImageNet)",
+    template=_VARIANT_ROWS,
+    sections={
+        "resnet50": _numbered(_VARIANT_ROWS, {
+            key: dict(top1=top1, top5=top5)
+            for key, top1, top5 in (
+                ("vanilla", 75.20, 92.25),
+                ("se", 76.71, 93.38),
+                ("se_var1", 76.00, 92.90),
+                ("se_var2", 77.07, 93.31),
+                ("se_var3", 77.42, 93.64),
+                ("se_gc1", 76.95, 93.47),
+                ("se_gc2", 76.98, 93.31),
+                ("se_gc3", 76.96, 93.38),
+                ("eca_ns", 77.35, 93.61),
+                ("eca", 77.43, 93.65),
+            )
+        }),
+    },
+    notes=(
+        "#Param counts one attention module; none of the expressions has a bias.",
+        "The ECA row has k = 3 in every block; the ECA-NS row's k is not printed.",
+        "Vanilla's Top-5 is 92.25 here and 92.52 in Table 3 (one of them is a typo in the paper).",
+    ),
+)
+
+# Table 3: the state of the art. A2-Nets, GSoP-Net and AA-Net have no model here.
+_SOTA_ROWS = (
+    PaperRow("resnet", "ResNet-{depth}", "resnet{depth}"),
+    PaperRow("senet", "SENet-{depth}", "se_resnet{depth}"),
+    PaperRow("cbam", "CBAM-{depth}", "cbam_resnet{depth}"),
+    PaperRow("a2_nets", "A2-Nets-{depth}", None),
+    PaperRow("gcnet", "GCNet-{depth}", "gc_resnet{depth}"),
+    PaperRow("gsop_net1", "GSoP-Net1-{depth}", None),
+    PaperRow("aa_net", "AA-Net-{depth}", None),
+    PaperRow("eca_net", "ECA-Net-{depth}", "eca_resnet{depth}"),
+)
+
+_MOBILENET_ROWS = (
+    PaperRow("mobilenetv2", "MobileNetV2", "mobilenet_v2"),
+    PaperRow("se_mobilenetv2", "SE-MobileNetV2", "se_mobilenet_v2"),
+    PaperRow("eca_mobilenetv2", "ECA-MobileNetV2", "eca_mobilenet_v2"),
+)
+
+_MOBILENET_SECTION = _numbered(_MOBILENET_ROWS, {
+    "mobilenetv2": _numbers("3.34M", "319.4M", 711, 2086, 71.64, 90.20),
+    "se_mobilenetv2": _numbers("3.40M", "320.1M", 671, 2000, 72.42, 90.67),
+    "eca_mobilenetv2": _numbers("3.34M", "319.9M", 676, 2010, 72.56, 90.81),
+})
+
+SOTA = PaperTable(
+    key="sota",
+    title="Table 3: comparison with the state of the art (ImageNet)",
+    template=_SOTA_ROWS,
+    sections={
+        "resnet18": _numbered(_SOTA_ROWS, {
+            "resnet": _numbers("11.148M", "1.699G", None, None, None, None),
+            "senet": _UNKNOWN,
+            "eca_net": _UNKNOWN,
+        }),
+        "resnet34": _numbered(_SOTA_ROWS, {
+            "resnet": _UNKNOWN,
+            "senet": _UNKNOWN,
+            "cbam": _numbers("20.943M", None, None, None, None, None),
+            "eca_net": _UNKNOWN,
+        }),
+        "resnet50": _numbered(_SOTA_ROWS, {
+            "resnet": _numbers("24.37M", "3.86G", 1024, 1855, 75.20, 92.52),
+            "senet": _numbers("26.77M", "3.87G", 759, 1620, 76.71, 93.38),
+            "cbam": _numbers("26.77M", "3.87G", 472, 1213, 77.34, 93.69),
+            "a2_nets": _numbers("33.00M", "6.50G", None, None, 77.00, 93.50),
+            "gcnet": _numbers("28.08M", "3.87G", None, None, 77.70, 93.66),
+            "gsop_net1": _numbers("28.05M", "6.18G", 596, 1383, 77.68, 93.98),
+            "aa_net": _numbers("25.80M", "4.15G", None, None, 77.70, 93.80),
+            "eca_net": _numbers("24.37M", "3.86G", 785, 1805, 77.48, 93.68),
+        }),
+        "resnet101": _numbered(_SOTA_ROWS, {key: _UNKNOWN for key in ("resnet", "senet", "cbam", "aa_net", "eca_net")}),
+        "resnet152": _numbered(_SOTA_ROWS, {key: _UNKNOWN for key in ("resnet", "senet", "eca_net")}),
+        MOBILENET: _MOBILENET_SECTION,
+    },
+    notes=(
+        "Param. and FLOPs: thop counts in 1024-based units (M = 2^20, G = 2^30); GCNet's 28.08M is its own paper's SI count.",
+        "FPS: four RTX 2080Ti GPUs and a Xeon Silver 4112; batch size, precision and GPU count not stated.",
+        "The ResNet-101 and ResNet-152 sections' numbers are not known here (None).",
+        "The ResNet-18 and ResNet-34 sections are the poster's, not the paper's.",
+    ),
+)
+
+# Figure 4: one k in every block of ECA-ResNet, k = 3, 5, 7, 9 and Eq. 12's adaptive k, against SENet.
+_KERNEL_SIZE_ROWS = (
+    PaperRow("k3", "k = 3", "eca_resnet{depth}", ksize="3333"),
+    PaperRow("k5", "k = 5", "eca_resnet{depth}", ksize="5555"),
+    PaperRow("k7", "k = 7", "eca_resnet{depth}", ksize="7777"),
+    PaperRow("k9", "k = 9", "eca_resnet{depth}", ksize="9999"),
+    PaperRow("adaptive", "adaptive k", "eca_resnet{depth}", ksize="adaptive"),
+    PaperRow("senet", "SENet-{depth}", "se_resnet{depth}"),
+)
+
+KERNEL_SIZE = PaperTable(
+    key="kernel-size",
+    title="Figure 4: ECA-ResNet with different kernel sizes k (ImageNet Top-1)",
+    template=_KERNEL_SIZE_ROWS,
+    sections={
+        "resnet50": _KERNEL_SIZE_ROWS,
+        "resnet101": _KERNEL_SIZE_ROWS,
+    },
+    notes=(
+        "The figure's values are only in its image (None here). The text says: the best fixed k is 9 at "
+        "ResNet-50 and 5 at ResNet-101; the spread is about 0.15% (R-50) and 0.5% (R-101); the adaptive k "
+        "usually beats every fixed one; every k beats SENet.",
+    ),
+)
+
+MOBILENET_TABLE = PaperTable(
+    key=MOBILENET,
+    title="Table 3, MobileNetV2 rows (ImageNet)",
+    template=_MOBILENET_ROWS,
+    sections={MOBILENET: _MOBILENET_SECTION},
+    notes=(
+        "SE and ECA sit after each inverted-residual block's projection conv and BN; SE uses r = 8.",
+        "All three were trained alike: 400 epochs, SGD 0.9, wd 4e-5, batch 96, lr 0.045 x 0.98 per epoch.",
+    ),
+    has_depth=False,
+)
+
+TABLES: Dict[str, PaperTable] = {table.key: table for table in (VARIANTS, SOTA, KERNEL_SIZE, MOBILENET_TABLE)}
+
+
+def section_key(depth: Optional[int]) -> str:
+    """'resnet50' for depth 50; MobileNetV2's rows (depth None) are the 'mobilenet' section."""
+    return MOBILENET if depth is None else f"resnet{depth}"
+
+
+def table_rows(table: PaperTable, depth: Optional[int]) -> Tuple[PaperRow, ...]:
+    """The table's rows at ``depth``: the paper's numbers where it printed that depth, else every row, numbers None."""
+    if not table.has_depth:
+        depth = None
+    return table.sections.get(section_key(depth), table.template)
+
+
+def model_name(row: PaperRow, depth: Optional[int]) -> str:
+    """The registered name of the row's model at ``depth`` (whether or not it is registered yet)."""
+    if row.model is None:
+        raise ValueError(f"row {row.key}: the paper's numbers are copied from its peers; there is no model for it here")
+    if depth is None and "{depth}" in row.model:
+        raise ValueError(f"row {row.key}: model {row.model} needs a ResNet depth")
+    return row.model.format(depth=depth)
+
+
+def registered_model_name(row: PaperRow, depth: Optional[int]) -> str:
+    """:func:`model_name`, or a ValueError that says in one line that it is not registered."""
+    name = model_name(row, depth)
+    if name not in models.list_models():
+        raise ValueError(f"row {row.key}: model {name} is not registered")
+    return name
