@@ -13,7 +13,7 @@ from torchvision.transforms.functional import to_pil_image
 
 import main as main_module
 from utils.data import DeviceDecodedLoader, UnreadableImage, build_dataset, build_loader, start_epoch
-from utils.decode import EncodedCrop, decode_on_device, jpeg_header, read_bytes, read_encoded, read_rgb
+from utils.decode import EncodedBatch, EncodedCrop, decode_on_device, jpeg_header, read_bytes, read_encoded, read_rgb
 from utils.distributed import DistributedContext
 from utils.engine import model_input
 from utils.transforms import IMAGENET_MEAN, IMAGENET_STD, CropDraw, RandomCropFlip, normalize_, resized_crop_flip
@@ -247,6 +247,15 @@ def test_a_file_the_device_cannot_decode_falls_back_to_the_cpu_or_is_reported(fo
     assert torch.equal(images[0], resized_crop_flip(read_rgb(ordinary), draw, SIZE))
     assert torch.equal(images[1], worker_decoded)
     assert torch.equal(images[2], resized_crop_flip(read_rgb(special["png"]), draw, SIZE))
+
+
+def test_a_batch_of_files_all_decoded_in_the_workers_crosses_to_the_main_process():
+    """No JPEG left to the device (every file progressive, CMYK, PNG, ...): no bytes to join."""
+    decoded = [torch.full((3, SIZE, SIZE), value, dtype=torch.uint8) for value in (1, 2)]
+    items = EncodedBatch(decoded).items()
+    assert len(items) == 2 and all(torch.equal(item, image) for item, image in zip(items, decoded))
+    images, kept, failed = decode_on_device(items, torch.device("cpu"))
+    assert torch.equal(images, torch.stack(decoded)) and kept == [0, 1] and failed == []
 
 
 # --- main.py -----------------------------------------------------------------------------------

@@ -180,7 +180,11 @@ class EncodedBatch:
         encoded = [item for item in items if isinstance(item, EncodedCrop)]
         decoded = [item for item in items if not isinstance(item, EncodedCrop)]
         self.lengths = [len(item.data) for item in encoded]
-        self.data = _into_shared(lambda out: torch.cat([item.data for item in encoded], out=out), (sum(self.lengths),))
+        self.data = (
+            _into_shared(lambda out: torch.cat([item.data for item in encoded], out=out), (sum(self.lengths),))
+            if encoded
+            else torch.empty(0, dtype=torch.uint8)
+        )
         self.decoded = _into_shared(lambda out: torch.stack(decoded, out=out), (len(decoded), *decoded[0].shape)) if decoded else None
         self.crops = [item._replace(data=None) for item in encoded]
         self.is_encoded = [isinstance(item, EncodedCrop) for item in items]
