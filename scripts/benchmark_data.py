@@ -7,10 +7,11 @@
 Per worker process: one process, one thread (as a DataLoader worker), each sample as a worker
 makes it (read the file, decode, crop/resize, flip, and for PIL ToTensor + Normalize), old and
 new in alternating chunks of images so that drift in the machine's speed hits both alike; the
-``decode`` row is the decode alone (PIL open + convert against torchvision.io with its PIL
-fallback). Then the whole DataLoader with ``-j`` workers, old and new alternating epochs, and the
-bytes of one batch. With CUDA, the ``--decode-device cuda`` path as well: the loader whose main
-process decodes each batch with nvjpeg, against the fast CPU loader plus the copy and
+``decode`` row is the decode alone (PIL open + convert against utils.decode's codec, TorchCodec
+or else torchvision.io, with its PIL fallback; the setup line names the codec). Then the whole
+DataLoader with ``-j`` workers, old and new alternating epochs, and the bytes of one batch. With
+CUDA, the ``--decode-device cuda`` path as well: the loader whose main process decodes each
+batch with the codec's batched nvJPEG decode, against the fast CPU loader plus the copy and
 normalisation on the GPU; and checks that the GPU's crops and normalisation match the CPU's.
 
 The made set has ImageNet's make-up: sizes around 400 x 350 (mostly 4:3 landscape, some
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.console import OneLineErrorParser  # noqa: E402
 from utils.data import SkippingImageFolder, build_loader, image_folder, start_epoch  # noqa: E402
-from utils.decode import EncodedCrop, decode_jpegs, decode_on_device, decode_rgb, read_rgb  # noqa: E402
+from utils.decode import IMAGE_CODEC, EncodedCrop, decode_jpegs, decode_on_device, decode_rgb, read_rgb  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
 from utils.engine import model_input  # noqa: E402
 
@@ -295,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
             raise SystemExit(f"benchmark_data.py: error: {folder}: {str(error).splitlines()[0]}") from None
         sizes = [Image.open(path).size for path in files]
         setup = {
-            "machine": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "machine": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__, "codec": IMAGE_CODEC,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "images": len(sizes), "mean_width": statistics.mean(w for w, _ in sizes),
             "mean_height": statistics.mean(h for _, h in sizes),

@@ -1,8 +1,13 @@
-"""The fast (uint8, torchvision.io) and PIL data pipelines on real files: what they give, the crops
+"""The fast (uint8, TorchCodec) and PIL data pipelines on real files: what they give, the crops
 they draw, normalising on the device, the files ImageNet really has (grayscale, CMYK, PNG named
-.JPEG, progressive, corrupt), and the --decode-device path run on the CPU."""
+.JPEG, progressive, corrupt), the torchvision.io fallback, and the --decode-device path run on the CPU."""
 
+import io
 import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +18,26 @@ from torchvision.transforms.functional import to_pil_image
 
 import main as main_module
 from utils.data import DeviceDecodedLoader, UnreadableImage, build_dataset, build_loader, start_epoch
-from utils.decode import EncodedBatch, EncodedCrop, decode_on_device, jpeg_header, read_bytes, read_encoded, read_rgb
+from utils.decode import (
+    IMAGE_CODEC,
+    UNREADABLE,
+    EncodedBatch,
+    EncodedCrop,
+    decode_jpegs,
+    decode_on_device,
+    encode_png,
+    jpeg_header,
+    read_bytes,
+    read_encoded,
+    read_rgb,
+)
 from utils.distributed import DistributedContext
 from utils.engine import model_input
 from utils.transforms import IMAGENET_MEAN, IMAGENET_STD, CropDraw, RandomCropFlip, normalize_, resized_crop_flip
 
+ROOT = Path(__file__).resolve().parent.parent
 SIZE = 24
-ODD = ("gray", "cmyk", "png", "progressive")
+ODD = ("gray", "cmyk", "png", "progressive", "bmp")  # bmp: no codec reads it, PIL does
 CORRUPT = ("truncated", "garbage", "empty")
 
 
@@ -50,6 +68,7 @@ def folder(tmp_path_factory):
         "cmyk": lambda path: image.convert("CMYK").save(path, "JPEG", quality=90),
         "png": lambda path: image.save(path, "PNG"),
         "progressive": lambda path: image.save(path, "JPEG", quality=90, progressive=True),
+        "bmp": lambda path: image.save(path, "BMP"),
     }
     for kind, write in writers.items():
         special[kind] = directory / f"{kind}.JPEG"
@@ -200,10 +219,82 @@ def test_only_complete_baseline_jpegs_are_left_to_the_device(folder):
     assert (header.marker, header.precision, header.components) == (0xC0, 8, 3)
     assert (header.height, header.width) == tuple(read_rgb(ordinary).shape[-2:])
     left = {kind: type(read_encoded(special[kind])).__name__ for kind in ODD}
-    assert left == {"gray": "EncodedImage", "cmyk": "Tensor", "png": "Tensor", "progressive": "Tensor"}
+    assert left == {"gray": "EncodedImage", "cmyk": "Tensor", "png": "Tensor", "progressive": "Tensor", "bmp": "Tensor"}
     assert type(read_encoded(ordinary)).__name__ == "EncodedImage"
     with pytest.raises(OSError):  # no end marker: decoded in the worker, where PIL finds it truncated
         read_encoded(special["truncated"])
+
+
+# --- the codec: TorchCodec, else torchvision.io -----------------------------------------------
+
+
+def test_torchcodec_is_the_codec_and_warns_of_nothing(folder):
+    """requirements.txt installs TorchCodec, so utils.decode uses it: decoding (one file, a
+    batch, the odd kinds) and encoding raise no DeprecationWarning, which torchvision.io would."""
+    pytest.importorskip("torchcodec")
+    assert IMAGE_CODEC.startswith("torchcodec ")
+    root, special = folder
+    ordinary = [str(root / "train" / "a" / f"{index}.JPEG") for index in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        images = [read_rgb(path) for path in ordinary + [special[kind] for kind in ODD]]
+        decode_jpegs([read_bytes(path) for path in ordinary], torch.device("cpu"))
+        encode_png(images[0])
+
+
+_FALLBACK = """
+import sys, warnings
+sys.modules["torchcodec"] = None  # as if it were not installed: importing it raises ImportError
+sys.path.insert(0, sys.argv[1])
+import torch
+from utils.decode import IMAGE_CODEC, UNREADABLE, decode_jpegs, encode_png, read_bytes, read_rgb
+
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision are deprecated")
+paths, out = sys.argv[3:], {"codec": IMAGE_CODEC}
+for path in paths:
+    try:
+        out[path] = read_rgb(path)
+    except UNREADABLE as error:
+        out[path] = type(error).__name__
+out["batch"] = decode_jpegs([read_bytes(path) for path in paths], torch.device("cpu"))
+out["png"] = encode_png(out[paths[0]])
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_without_torchcodec_torchvision_io_decodes_the_same_pixels(folder, tmp_path):
+    """A process where TorchCodec cannot be imported falls back to torchvision.io: the same pixels
+    for every kind of file, the same unreadable ones, the same batched decode and a PNG that
+    decodes to the image it encoded."""
+    root, special = folder
+    paths = [str(root / "train" / "a" / "0.JPEG")] + [special[kind] for kind in ODD + CORRUPT]
+    result = subprocess.run([sys.executable, "-c", _FALLBACK, str(ROOT), str(tmp_path / "out.pt"), *paths],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    fallback = torch.load(tmp_path / "out.pt")
+    assert fallback["codec"].startswith("torchvision.io ")
+    for path in paths:
+        try:
+            expected = read_rgb(path)
+        except UNREADABLE as error:
+            assert fallback[path] == type(error).__name__, path
+        else:
+            assert torch.equal(fallback[path], expected), path
+    batch = decode_jpegs([read_bytes(path) for path in paths], torch.device("cpu"))
+    assert [image is None for image in fallback["batch"]] == [image is None for image in batch]
+    assert all(torch.equal(a, b) for a, b in zip(fallback["batch"], batch) if a is not None)
+    with Image.open(io.BytesIO(fallback["png"])) as png:
+        assert torch.equal(torch.from_numpy(np.array(png)).permute(2, 0, 1), fallback[paths[0]])
+
+
+def test_png_encoding_is_lossless(folder):
+    image = read_rgb(folder[1]["cmyk"])
+    with Image.open(io.BytesIO(encode_png(image))) as png:
+        assert png.format == "PNG" and png.mode == "RGB"
+        assert torch.equal(torch.from_numpy(np.array(png)).permute(2, 0, 1), image)
+    gray = image[:1]
+    with Image.open(io.BytesIO(encode_png(gray))) as png:
+        assert png.mode == "L" and torch.equal(torch.from_numpy(np.array(png))[None], gray)
 
 
 # --- --decode-device, run on the CPU -----------------------------------------------------------
@@ -226,12 +317,13 @@ def test_decoding_on_the_device_gives_the_fast_pipelines_batches(folder):
     root = folder[0]
     _, fast = loaded(root, "fast", 0)
     loader, on_device = loaded(root, "encoded", 2, decode_device=torch.device("cpu"))
-    assert isinstance(loader, DeviceDecodedLoader) and len(on_device) == len(fast) == 2 * 3
+    per_epoch = math.ceil((8 + len(ODD) + len(CORRUPT)) / 5)
+    assert isinstance(loader, DeviceDecodedLoader) and len(on_device) == len(fast) == 2 * per_epoch
     for (images, targets, unreadable), (expected, expected_targets, expected_unreadable) in zip(on_device, fast):
         assert images.dtype == torch.uint8 and torch.equal(images, expected)
         assert targets == expected_targets and unreadable == expected_unreadable
     assert sorted(sum((u for _, _, u in fast), [])) == sorted(2 * [folder[1][kind] for kind in CORRUPT])
-    assert not torch.equal(fast[0][0], fast[3][0])
+    assert not torch.equal(fast[0][0], fast[per_epoch][0])
 
 
 def test_a_file_the_device_cannot_decode_falls_back_to_the_cpu_or_is_reported(folder):

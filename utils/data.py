@@ -10,7 +10,7 @@ a days-long epoch; it is dropped from its batch and its path comes back in ``unr
 the batch itself so that it survives worker processes. The caller decides to skip or stop.
 
 Images come in two pipelines (utils.transforms): ``pil``, the original's float32 tensors, and
-``fast``, uint8 tensors decoded by torchvision.io (utils.decode) that the training loop
+``fast``, uint8 tensors decoded by TorchCodec (utils.decode) that the training loop
 normalises on the device. With ``--decode-device`` the training loader's workers hand over JPEG
 bytes and crop boxes instead, and :class:`DeviceDecodedLoader` decodes each batch on the device.
 """

@@ -1,19 +1,26 @@
-"""Image files to uint8 RGB tensors: on the CPU for the fast pipeline, or on a device in batches.
+"""Image files to uint8 RGB tensors: on the CPU for the fast pipeline, or on a device in batches;
+and uint8 images to PNG bytes.
 
-CPU (:func:`read_rgb`, a worker's ImageFolder loader): ``torchvision.io`` decodes JPEG
-(libjpeg-turbo: baseline, progressive, grayscale, CMYK) and PNG, also a PNG named .JPEG, as
-ImageNet has; PIL decodes what it cannot (other formats, 16-bit PNGs, animated GIFs) and, as in
-the PIL pipeline, decides that a file is unreadable: the OSError it raises for a truncated or
-corrupt file makes it an UnreadableImage (utils.data.SkippingImageFolder).
+The codec is chosen once, here, when the module is imported: TorchCodec's image API
+(``torchcodec.decoders`` / ``torchcodec.encoders``, which needs no FFmpeg for images), else
+``torchvision.io``, whose image decoding and encoding torchvision 0.29 deprecates in favour of
+TorchCodec. On the CPU both give the same pixels, bitwise (libjpeg-turbo and libpng); on CUDA
+both decode a batch in one nvJPEG call.
+
+CPU (:func:`read_rgb`, a worker's ImageFolder loader): the codec decodes JPEG (baseline,
+progressive, grayscale, CMYK) and PNG, also a PNG named .JPEG, as ImageNet has; PIL decodes what
+it cannot (other formats, 16-bit PNGs, animated GIFs) and, as in the PIL pipeline, decides that
+a file is unreadable: the OSError it raises for a truncated or corrupt file makes it an
+UnreadableImage (utils.data.SkippingImageFolder).
 
 Device (``--decode-device``): workers only read a file's bytes and draw its crop and flip from
 the size in its JPEG header (:class:`EncodedCrops`); the main process decodes the whole batch
-with one ``decode_jpeg(list, device=...)`` call and crops, resizes and flips there
-(:func:`decode_on_device`). Files the device should not get are decoded by the worker as on
-the CPU path, with the same random draws: anything but an 8-bit baseline JPEG with one or three
-components (progressive JPEGs, which nvjpeg decodes one by one on the host; CMYK; PNGs) and
-JPEGs without their end marker (truncated: the CPU path decides they are unreadable). A file
-the device still fails on is decoded on the CPU, else reported as unreadable.
+with one batched ``decode_jpeg(list, device=...)`` call (nvJPEG on CUDA) and crops, resizes and
+flips there (:func:`decode_on_device`). Files the device should not get are decoded by the
+worker as on the CPU path, with the same random draws: anything but an 8-bit baseline JPEG with
+one or three components (progressive JPEGs, which nvJPEG decodes one by one on the host; CMYK;
+PNGs) and JPEGs without their end marker (truncated: the CPU path decides they are unreadable).
+A file the device still fails on is decoded on the CPU, else reported as unreadable.
 """
 
 import io
@@ -23,12 +30,33 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 import torch.utils.data
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.functional import pil_to_tensor
 
 from .transforms import CropDraw, RandomCropFlip, resized_crop_flip
 
+# The codec, chosen once: TorchCodec where it is installed, else torchvision.io. IMAGE_CODEC names
+# it with its version, for benchmarks and bug reports.
+try:
+    import torchcodec
+    from torchcodec.decoders import decode_image, decode_jpeg
+    from torchcodec.encoders import PngEncoder
+
+    IMAGE_CODEC = f"torchcodec {torchcodec.__version__}"
+    _NATIVE_DEPTH = {"output_dtype": "auto"}  # a 16-bit PNG stays uint16, for PIL to decode as before
+
+    def _encode_png(image: torch.Tensor) -> torch.Tensor:
+        return PngEncoder(image).to_tensor()
+
+except ImportError:
+    import torchvision
+    from torchvision.io import decode_image, decode_jpeg
+    from torchvision.io import encode_png as _encode_png
+
+    IMAGE_CODEC = f"torchvision.io {torchvision.__version__}"
+    _NATIVE_DEPTH = {}
+
 __all__ = [
+    "IMAGE_CODEC",
     "UNREADABLE",
     "read_bytes",
     "decode_rgb",
@@ -42,6 +70,7 @@ __all__ = [
     "EncodedBatch",
     "decode_jpegs",
     "decode_on_device",
+    "encode_png",
 ]
 
 UNREADABLE = (OSError, ValueError, SyntaxError)
@@ -58,12 +87,12 @@ def read_bytes(path: str) -> torch.Tensor:
 
 
 def decode_rgb(data: torch.Tensor) -> torch.Tensor:
-    """Encoded image bytes as uint8 3xHxW RGB: torchvision.io, else PIL (which raises one of
+    """Encoded image bytes as uint8 3xHxW RGB: the codec, else PIL (which raises one of
     :data:`UNREADABLE` for a file nothing can read)."""
     if len(data):
         try:
-            image = decode_image(data, mode=ImageReadMode.RGB)
-        except RuntimeError:
+            image = decode_image(data, mode="RGB", **_NATIVE_DEPTH)
+        except (RuntimeError, ValueError):  # ValueError: a format TorchCodec does not know
             image = None
         if image is not None and image.dtype == torch.uint8 and image.dim() == 3:
             return image
@@ -209,12 +238,12 @@ def decode_jpegs(data: List[torch.Tensor], device: torch.device) -> List[Optiona
     if not data:
         return []
     try:
-        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        return list(decode_jpeg(data, mode="RGB", device=device))
     except RuntimeError:
         decoded: List[Optional[torch.Tensor]] = []
         for one in data:
             try:
-                decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+                decoded.append(decode_jpeg(one, mode="RGB", device=device))
             except RuntimeError:
                 decoded.append(None)
         return decoded
@@ -246,3 +275,8 @@ def decode_on_device(
     kept = [position for position, image in enumerate(images) if image is not None]
     batch = torch.stack([images[p] for p in kept]) if kept else torch.empty(0, dtype=torch.uint8, device=device)
     return batch, kept, failed
+
+
+def encode_png(image: torch.Tensor) -> bytes:
+    """A uint8 3xHxW (or 1xHxW) CPU image as the bytes of a PNG file."""
+    return _encode_png(image.contiguous()).numpy().tobytes()
