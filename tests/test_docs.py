@@ -26,6 +26,8 @@ SCRIPTS = ["main.py", "detect.py", "paramflops.py", "export.py", "predict.py"] +
 )
 FORWARDS_TO = {"scripts/slurm/train.sbatch": "main.py"}
 """Shell scripts whose extra arguments go to a Python script's parser."""
+PASSES_ON = {"scripts/run_table.py": "main.py"}
+"""Scripts whose arguments after `--` go to another script's parser."""
 SOURCE_DIRS = ("models", "utils", "scripts", "tests", "docs", ".ci")
 """A path under one of these, shown in a page, names a file of the repository."""
 
@@ -70,6 +72,10 @@ def script_flags(command: str) -> Iterator[Tuple[str, str]]:
             script = FORWARDS_TO.get(token.removeprefix("./"), token.removeprefix("./"))
             if script in SCRIPTS:
                 for argument in tokens[position + 1:]:
+                    if argument == "--":
+                        if script not in PASSES_ON:
+                            break
+                        script = PASSES_ON[script]
                     flag = FLAG.match(argument)
                     if flag:
                         yield script, flag.group(1)
@@ -254,6 +260,7 @@ def test_a_made_up_flag_link_or_path_is_caught(tmp_path: Path, options: Dict[str
         "```bash\n"
         "torchrun --nproc_per_node 2 main.py -a eca_resnet18 \\\n"
         "    --made-up-flag 3 -b 4 DIR   # --in-a-comment\n"
+        "python scripts/run_table.py sota DIR -- -b 128 --seeds 1; python main.py -e -- --not-an-option\n"
         "```\n\n"
         "Time it with `python scripts/benchmark.py --reference --bogus`; the loop is in `utils/detection_engine.py`.\n\n"
         "<!-- flags: detect.py -->\n"
@@ -262,8 +269,9 @@ def test_a_made_up_flag_link_or_path_is_caught(tmp_path: Path, options: Dict[str
     )
     assert unknown_flags(page, options) == [
         "page.md, code block at line 4: main.py has no --made-up-flag",
-        "page.md:8: scripts/benchmark.py has no --bogus",
-        "page.md, the flags marked at line 10: detect.py has no --fake",
+        "page.md, code block at line 4: main.py has no --seeds",
+        "page.md:9: scripts/benchmark.py has no --bogus",
+        "page.md, the flags marked at line 11: detect.py has no --fake",
     ]
     assert broken_links(page) == ["nowhere.md: no such file", "#no-such-heading: no heading #no-such-heading in page.md"]
     assert missing_paths(page) == ["utils/detection_engine.py"]
