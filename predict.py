@@ -12,26 +12,30 @@ names are ImageNet's, as torchvision ships them; a model with another class coun
 
 Detection (a detector checkpoint: detect.py's, or a released MMDetection v1 file; or ``-a`` a
 detector name): each image at its own size goes through the detector, which resizes it as it
-was trained; detections scoring at least ``--score-thresh`` are printed and drawn with
-torchvision's draw_bounding_boxes / draw_segmentation_masks into ``<out-dir>/<image>_detections.png``.
-Class names come from the checkpoint, else COCO's for an 80-class detector.
+was trained; detections scoring at least ``--score-thresh`` are printed and drawn into
+``<out-dir>/<image>_detections.png``: on the image scaled up to a short side of 512 pixels if it
+is smaller (boxes and masks scaled with it), so that a label in a readable font is small next to
+what it names, each label above its box rather than over the object. Class names come from the
+checkpoint, else COCO's for an 80-class detector.
 """
 
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image, UnidentifiedImageError
+import torch.nn.functional as F
+from PIL import Image, ImageColor, ImageDraw, ImageFont, UnidentifiedImageError
 from torchvision.models import ResNet50_Weights
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.transforms.functional import pil_to_tensor, resize, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 import models
 from models.detection import COCO_CLASSES, detector_names
-from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_model
+from utils.checkpoint import CheckpointError, atomic_write, extract_state_dict, load_checkpoint_file, load_model
 from utils.console import show_warnings_as_one_line
+from utils.decode import encode_png
 from utils.detection.checkpoint import load_detector
 from utils.transforms import build_transform
 
@@ -97,17 +101,71 @@ def format_detections(path: str, detections: Dict[str, torch.Tensor], names: Seq
     return "\n".join(lines)
 
 
+DRAWING_SHORT_SIDE = 512
+"""Detections are drawn on the image scaled up to at least this short side: at 128 x 128, the
+detection demo's size, a legible label is as large as the object it names."""
+
+
+def drawing_size(height: int, width: int) -> Tuple[int, int]:
+    """(height, width) of the drawing: the image's, scaled up so that its short side is
+    DRAWING_SHORT_SIDE when it is shorter."""
+    scale = max(1.0, DRAWING_SHORT_SIDE / min(height, width))
+    return round(height * scale), round(width * scale)
+
+
 def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
-    """The uint8 image with masks (at 0.5) filled in, boxes outlined, and ``name score`` above each box."""
+    """The uint8 image at :func:`drawing_size` with masks (at 0.5) filled in, boxes outlined, and
+    ``name score`` on the box's colour above each box (below it, or inside at the top, where
+    there is no room)."""
+    height, width = image.shape[-2:]
+    size = drawing_size(height, width)
+    if size != (height, width):
+        image = resize(image, list(size), antialias=True)
+    scale = torch.tensor([size[1] / width, size[0] / height] * 2)
+    boxes = detections["boxes"] * scale
     colors = [_PALETTE[label % len(_PALETTE)] for label in detections["labels"].tolist()]
     if not colors:
         return image
     if "masks" in detections:
-        image = draw_segmentation_masks(image, detections["masks"][:, 0] > 0.5, alpha=0.45, colors=colors)
+        masks = F.interpolate(detections["masks"].float(), size=size, mode="bilinear", align_corners=False)[:, 0] > 0.5
+        image = draw_segmentation_masks(image, masks, alpha=0.45, colors=colors)
+    short_side = min(size)
+    image = draw_bounding_boxes(image, boxes, colors=colors, width=max(2, short_side // 256))
     labels = [
         f"{detection_label(label, names)} {score:.2f}" for label, score in zip(detections["labels"].tolist(), detections["scores"].tolist())
     ]
-    return draw_bounding_boxes(image, detections["boxes"], labels=labels, colors=colors, width=2)
+    return _draw_labels(image, boxes, labels, colors, font_size=max(12, short_side // 32))
+
+
+def _draw_labels(image: torch.Tensor, boxes: torch.Tensor, labels: Sequence[str], colors: Sequence[str], font_size: int) -> torch.Tensor:
+    """Each label in a tab of its box's colour, outside the box so that it hides none of the
+    object. Drawn with PIL: draw_bounding_boxes puts labels inside the box, and needs a font file
+    for sizes, where Pillow's default font scales."""
+    picture = to_pil_image(image)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=font_size)
+    pad = max(2, font_size // 6)
+    for (x0, y0, _, y1), label, color in zip(boxes.tolist(), labels, colors):
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        tab_width, tab_height = right - left + 2 * pad, bottom - top + 2 * pad
+        if y0 >= tab_height:
+            tab_top = y0 - tab_height
+        elif y1 + tab_height <= picture.height:
+            tab_top = y1
+        else:
+            tab_top = max(0, y0)
+        tab_left = min(max(0, x0), max(0, picture.width - tab_width))
+        red, green, blue = ImageColor.getrgb(color)
+        ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else "white"
+        draw.rectangle((tab_left, tab_top, tab_left + tab_width - 1, tab_top + tab_height - 1), fill=color)
+        draw.text((tab_left + pad - left, tab_top + pad - top), label, fill=ink, font=font)
+    return pil_to_tensor(picture)
+
+
+def write_png(path: str, image: torch.Tensor) -> None:
+    """The uint8 image as a PNG file, written atomically: an error never leaves half a PNG."""
+    data = encode_png(image)
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324"]
@@ -130,7 +188,7 @@ def detect(args: argparse.Namespace) -> int:
         keep = output["scores"] >= args.score_thresh
         detections = {key: value[keep].cpu() for key, value in output.items()}
         png = os.path.join(args.out_dir, f"{os.path.splitext(os.path.basename(path))[0]}_detections.png")
-        to_pil_image(draw_detections(image, detections, names)).save(png)
+        write_png(png, draw_detections(image, detections, names))
         reports.append(format_detections(path, detections, names, png))
     print("\n".join(reports))
     return 0
