@@ -68,7 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help=f"model: {' | '.join(models.model_names)} (default: the checkpoint's with "
                         f"--resume/--pretrained, else {DEFAULT_ARCH})")
     parser.add_argument("--ksize", default=None, metavar="K",
-                        help="ECA kernel size per stage, e.g. 3557 or 3,5,5,7, or 'adaptive' (Eq. 9); "
+                        help="ECA kernel size per stage, e.g. 3557 or 3,5,5,7, or 'adaptive' (Eq. 12); "
                         "default: the model's released k, or the checkpoint's")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="classifier outputs (default: the checkpoint's, else the number of class folders)")
