@@ -68,13 +68,16 @@ class _Axes:
     """A plot area inside ``box`` (left, top, right, bottom) mapping data ranges onto pixels."""
 
     def __init__(
-        self, draw: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], x_ticks: Sequence[float], y_ticks: Sequence[float]
+        self, draw: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], x_ticks: Sequence[float], y_ticks: Sequence[float],
+        x_limits: Optional[Tuple[float, float]] = None,
     ) -> None:
+        """``x_limits``: the x range when it is not the ticks' (the ticks must lie inside it)."""
         self.draw, self.box, self.x_ticks, self.y_ticks = draw, box, x_ticks, y_ticks
+        self.x_limits = x_limits or (x_ticks[0], x_ticks[-1])
 
     def point(self, x: float, y: float) -> Tuple[float, float]:
         left, top, right, bottom = self.box
-        x_low, x_high, y_low, y_high = self.x_ticks[0], self.x_ticks[-1], self.y_ticks[0], self.y_ticks[-1]
+        (x_low, x_high), y_low, y_high = self.x_limits, self.y_ticks[0], self.y_ticks[-1]
         return left + (x - x_low) / (x_high - x_low) * (right - left), bottom - (y - y_low) / (y_high - y_low) * (bottom - top)
 
     def frame(self, x_label: str, y_label: str, title: str, font: ImageFont.ImageFont) -> None:
@@ -138,7 +141,8 @@ def line_chart(panels: Sequence[LinePanel], x_label: str, y_label: str, width: i
         # gates are sigmoids: on 0..1, so that panels compare at a glance
         y_ticks = nice_ticks(0.0, 1.0) if 0 <= min(values) and max(values) <= 1 else _padded_ticks(values)
         box = (MARGIN_LEFT, offset + MARGIN_TOP, width - MARGIN_RIGHT - 150, offset + panel_height - MARGIN_BOTTOM)
-        axes = _Axes(draw, box, nice_ticks(0, max(length - 1, 1)), y_ticks)
+        last = max(length - 1, 1)
+        axes = _Axes(draw, box, [tick for tick in nice_ticks(0, last) if tick <= last], y_ticks, (0, last))
         axes.frame(x_label, y_label, panel.title, font)
         for index, series in enumerate(panel.series):
             colour = PALETTE[index % len(PALETTE)]
