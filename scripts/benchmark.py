@@ -7,6 +7,7 @@ Every model runs one step in turn, step after step, so that drift in the machine
     python scripts/benchmark.py --models eca_resnet50 --reference --threads 2
     python scripts/benchmark.py --device cuda --amp --channels-last --batch-size 128 --json out.json
     python scripts/benchmark.py --onnx --threads 2     # ONNX Runtime (CPU) against eager PyTorch, batch 1 and 8
+    python scripts/benchmark.py --table sota --depth 50 --device cuda --amp --batch-size 128 --formats nchw
 
 Peak memory is the largest number of bytes held by live tensors during one step: the
 model's parameters and buffers, the optimizer state and the batch, plus the highest point
@@ -14,6 +15,13 @@ that the step's own allocations reach above what was live when it started (gradi
 activations saved for backward, temporaries). On CUDA that high point is
 ``torch.cuda.max_memory_allocated``; on the CPU it is read from the profiler's record of
 every allocation and free (``profile_memory=True``), since the CPU allocator keeps no peak.
+
+``--table sota --depth 50`` (or 18, 34, 101, 152, mobilenet) times every row of the paper's
+Table 3 at that depth that has a model here against the plain backbone of the same depth
+(``resnet50``, ``mobilenet_v2``), interleaved the same way, and prints each row's training and
+inference images/s as a ratio to the backbone's, with the paper's ratio beside (ECA-Net-50:
+785 / 1024 = 0.767 training, 1805 / 1855 = 0.973 inference). Rows whose model is not
+registered, and the peers without public code, are listed as skipped in one line.
 
 ``--onnx`` times inference instead: each chosen model in eager PyTorch (``inference_mode``)
 and, exported by utils/export.py with a dynamic batch axis, in ONNX Runtime on the CPU with
@@ -29,7 +37,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import models  # noqa: E402
 from models import EfficientChannelAttention  # noqa: E402
 from utils.export import INPUT_NAME, missing_export_packages, serialize  # noqa: E402
+from utils.paper_tables import DEPTHS, MOBILENET, SOTA, PaperRow, registered_model_name, table_rows  # noqa: E402
 
 BASELINE = "torchvision_resnet50"
 MODES = ("eval", "train")
@@ -180,10 +189,8 @@ def cpu_step_peak_rise(step: Callable[[], None]) -> int:
     return peak
 
 
-def run(args: argparse.Namespace) -> List[Dict]:
-    names = [BASELINE] + [name for name in args.models if name != BASELINE]
-    if args.reference:
-        names += [f"{name}:original" for name in args.models if name.startswith("eca_")]
+def run(args: argparse.Namespace, names: List[str]) -> List[Dict]:
+    """Every model of ``names`` step after step in turn, each mode and format; ratios to ``names[0]``."""
     rows = []
     for mode in args.modes:
         for memory_format in args.formats:
@@ -214,6 +221,67 @@ def run(args: argparse.Namespace) -> List[Dict]:
                 )
                 print(format_row(rows[-1]), flush=True)
             del runners
+    return rows
+
+
+def compared_names(args: argparse.Namespace) -> List[str]:
+    names = [BASELINE] + [name for name in args.models if name != BASELINE]
+    if args.reference:
+        names += [f"{name}:original" for name in args.models if name.startswith("eca_")]
+    return names
+
+
+def _table_depth(depth: str) -> Optional[int]:
+    return None if depth == MOBILENET else int(depth)
+
+
+def table_models(depth: Optional[int]) -> Tuple[List[Tuple[PaperRow, str]], List[str]]:
+    """Table 3's rows at ``depth`` that have a registered model, the plain backbone first, and
+    why each other row is skipped ('cbam (model cbam_resnet50 is not registered)').
+    A ValueError if the backbone itself is not registered: there is nothing to compare with."""
+    rows = table_rows(SOTA, depth)
+    timed, skipped = [], []
+    for row in rows:
+        try:
+            timed.append((row, registered_model_name(row, depth)))
+        except ValueError as error:
+            if row is rows[0]:
+                raise ValueError(f"{error}; it is the backbone the rows are compared with") from None
+            skipped.append(f"{row.key} ({'no model here' if row.model is None else str(error).split(': ', 1)[1]})")
+    return timed, skipped
+
+
+def paper_fps_ratio(row: PaperRow, backbone: PaperRow, mode: str) -> Optional[float]:
+    """The paper's images/s of the row over the backbone's, in ``mode`` (train: training FPS, eval: inference)."""
+    ours, theirs = (row.train_fps, backbone.train_fps) if mode == "train" else (row.inference_fps, backbone.inference_fps)
+    return None if ours is None or theirs is None else ours / theirs
+
+
+def run_table(args: argparse.Namespace) -> List[Dict]:
+    """:func:`run` over Table 3's rows at ``--depth``, each row's images/s as a ratio to the backbone's, the paper's beside."""
+    depth = _table_depth(args.depth)
+    try:
+        timed, skipped = table_models(depth)
+    except ValueError as error:
+        print(f"benchmark.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if skipped:
+        print(f"skipped: {', '.join(skipped)}")
+    print_header("the backbone")
+    rows = run(args, [name for _, name in timed])
+    by_model = {name: row for row, name in timed}
+    backbone = timed[0][0]
+    for result in rows:
+        row = by_model[result["model"]]
+        result.update(row=row.key, label=row.label_at(depth), fps_ratio=1 / result["ratio"],
+                      paper_fps_ratio=paper_fps_ratio(row, backbone, result["mode"]))
+    print()
+    print("| row | model | mode | format | images/s | images/s vs backbone | paper |")
+    print("|---|---|---|---|---|---|---|")
+    for result in rows:
+        paper = "-" if result["paper_fps_ratio"] is None else f"{result['paper_fps_ratio']:.3f}"
+        print(f"| {result['label']} | {result['model']} | {'training' if result['mode'] == 'train' else 'inference'} "
+              f"| {result['format']} | {result['images_per_s']:.1f} | {result['fps_ratio']:.3f} | {paper} |")
     return rows
 
 
@@ -276,6 +344,11 @@ def format_row(row: Dict) -> str:
     )
 
 
+def print_header(baseline: str) -> None:
+    print(f"| model | mode | format | ms/step | images/s | time vs {baseline} | peak MiB | memory vs {baseline} |")
+    print("|---|---|---|---|---|---|---|---|")
+
+
 def describe(args: argparse.Namespace) -> Dict:
     device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     return {
@@ -292,7 +365,11 @@ def describe(args: argparse.Namespace) -> Dict:
 
 def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["eca_resnet50"], help="registered model names")
+    parser.add_argument("--models", nargs="+", help="registered model names (default eca_resnet50)")
+    parser.add_argument("--table", choices=["sota"],
+                        help="time the rows of the paper's Table 3 at --depth against its plain backbone instead of --models")
+    parser.add_argument("--depth", choices=[*map(str, DEPTHS), MOBILENET], default="50",
+                        help="with --table: the ResNet depth, or mobilenet for the MobileNetV2 rows (default 50)")
     parser.add_argument(
         "--reference", action="store_true", help="also time each ECA model with the original code's ECA layer"
     )
@@ -315,6 +392,9 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.channels_last:
         args.formats = ["channels_last"]
+    if args.table and (args.models or args.reference or args.onnx):
+        parser.error("--table times the table's rows: leave out --models, --reference and --onnx")
+    args.models = args.models or ["eca_resnet50"]
     unknown = [name for name in args.models if name != BASELINE and name not in models.model_names]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {BASELINE}, {', '.join(models.model_names)}")
@@ -341,10 +421,11 @@ def main(argv: Optional[Iterable[str]] = None) -> List[Dict]:
         print("| model | batch | eager PyTorch ms | ONNX Runtime ms | ONNX Runtime vs eager | largest difference |")
         print("|---|---|---|---|---|---|")
         rows = run_onnx(args)
+    elif args.table:
+        rows = run_table(args)
     else:
-        print("| model | mode | format | ms/step | images/s | time vs ResNet-50 | peak MiB | memory vs ResNet-50 |")
-        print("|---|---|---|---|---|---|---|---|")
-        rows = run(args)
+        print_header("ResNet-50")
+        rows = run(args, compared_names(args))
     if args.json is not None:
         args.json.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))
     return rows
