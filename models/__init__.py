@@ -1,65 +1,66 @@
-"""ECA-Net models: the ECA layer, ECA-ResNets and ECA-MobileNetV2, and the ResNets they are
-compared against (plain, SE, ECA-NS), behind one registry."""
+"""ECA-Net models: the attention layers the paper compares (``models.attention``), one ResNet
+and one MobileNetV2 that take any of them, and a registry of every named model.
 
-from .eca import EfficientChannelAttention, adaptive_kernel_size, eca_layer, parse_kernel_sizes
-from .eca_mobilenetv2 import ECAMobileNetV2, eca_mobilenet_v2
-from .eca_ns import NonSharedChannelAttention
-from .eca_resnet import (
-    DEFAULT_KERNEL_SIZES,
-    ResNet,
-    eca_resnet18,
-    eca_resnet34,
-    eca_resnet50,
-    eca_resnet101,
-    eca_resnet152,
+Every registered model is also an attribute: ``models.eca_resnet50``, ``models.cbam_resnet101``.
+"""
+
+from typing import Any
+
+from .attention import (
+    CBAM,
+    ChannelAttention,
+    EfficientChannelAttention,
+    GlobalContextBlock,
+    GroupedChannelGate,
+    NonSharedChannelAttention,
+    ParameterFreeGate,
+    SqueezeExcitation,
+    attention_names,
+    create_attention,
+    eca_layer,
 )
+from .eca import adaptive_kernel_size, parse_kernel_sizes
+from .eca_resnet import DEFAULT_KERNEL_SIZES, ResNet
 from .features import FeatureInfo, FeatureListNet
-from .registry import create_model, list_models, register_model
-from .resnet_variants import (
-    eca_ns_resnet50,
-    resnet18,
-    resnet34,
-    resnet50,
-    resnet101,
-    resnet152,
-    se_resnet50,
-    se_resnet101,
-    se_resnet152,
-)
-from .se import SqueezeExcitation
+from .mobilenetv2 import MobileNetV2
+from .registry import create_model, get_model_constructor, list_models, register_model
+from .resnet_variants import resnet, resnet_model_name
 
 model_names = list_models()
 """Every registered model name, sorted."""
 
+
+def __getattr__(name: str) -> Any:
+    """``models.<registered name>`` is that model's constructor."""
+    if name in model_names:
+        return get_model_constructor(name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
+
+
 __all__ = [
+    "ChannelAttention",
     "EfficientChannelAttention",
     "eca_layer",
+    "NonSharedChannelAttention",
+    "SqueezeExcitation",
+    "ParameterFreeGate",
+    "GroupedChannelGate",
+    "CBAM",
+    "GlobalContextBlock",
+    "attention_names",
+    "create_attention",
     "adaptive_kernel_size",
     "parse_kernel_sizes",
     "ResNet",
-    "ECAMobileNetV2",
+    "MobileNetV2",
     "DEFAULT_KERNEL_SIZES",
-    "eca_resnet18",
-    "eca_resnet34",
-    "eca_resnet50",
-    "eca_resnet101",
-    "eca_resnet152",
-    "eca_mobilenet_v2",
-    "NonSharedChannelAttention",
+    "resnet",
+    "resnet_model_name",
     "FeatureInfo",
     "FeatureListNet",
-    "SqueezeExcitation",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "se_resnet50",
-    "se_resnet101",
-    "se_resnet152",
-    "eca_ns_resnet50",
     "create_model",
+    "get_model_constructor",
     "list_models",
     "register_model",
     "model_names",
-]
+] + model_names

@@ -1,21 +1,23 @@
-"""ECA-ResNet-18/34/50/101/152, layer for layer the network of the released checkpoints.
+"""The ResNet of every ResNet model here, with any registered attention in its residual blocks.
 
-The ResNet here is torchvision's, with one addition: each residual block may carry a
-channel-attention module, applied after the block's last BatchNorm and before the residual
-addition. With ECA it is registered as ``eca`` so that the state_dict keys are exactly the
-released checkpoints' (``layer1.0.eca.conv.weight``); with no attention the state_dict is
-torchvision's.
+The ResNet is torchvision's, with one addition: each residual block may carry an attention
+layer (``models.attention``), applied after the block's last BatchNorm and before the
+residual addition, where SE and ECA sit. The block keeps it under the layer's
+``block_attribute``, so state_dict keys are the released checkpoints' for ECA
+(``layer1.0.eca.conv.weight``) and torchvision's with no attention. ECA-ResNet-18..152 with
+the released checkpoints' kernel sizes are ``eca_resnet18`` ... here; every other
+``<attention>_resnet<depth>`` is in ``models.resnet_variants``.
 """
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
 
-from .eca import EfficientChannelAttention, KernelSizeSpec, parse_kernel_sizes
+from .attention import ChannelAttention, attention_kind, create_attention
+from .eca import KernelSizeSpec, parse_kernel_sizes
 from .features import FeatureInfo, FeatureSpec
-from .registry import register_model
 
 __all__ = [
     "ResNet",
@@ -25,15 +27,7 @@ __all__ = [
     "RESNET_LAYOUTS",
     "refuse_pretrained",
     "stage_kernel_sizes",
-    "eca_resnet18",
-    "eca_resnet34",
-    "eca_resnet50",
-    "eca_resnet101",
-    "eca_resnet152",
 ]
-
-AttentionFactory = Callable[[int, int], nn.Module]
-"""Builds a block's attention module from (channels, stage index 0..3)."""
 
 DEFAULT_KERNEL_SIZES = {
     "eca_resnet18": "3577",
@@ -54,33 +48,51 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class _AttentiveBlock(nn.Module):
-    """Holds the optional attention module under the name the checkpoints expect."""
+    """Holds the optional attention layer under the name its checkpoints use, and ends the block."""
 
-    attention_names = ("eca", "se")
-    """The names the released checkpoints and SENet's use; the block ending looks for each."""
+    attention_names = ("eca", "se", "cbam", "gc")
+    """The ``block_attribute`` names the block ending looks for."""
 
-    def _set_attention(self, attention: Optional[nn.Module], attention_name: str) -> None:
-        if attention_name not in self.attention_names:
-            raise ValueError(f"attention_name must be one of {self.attention_names}, got {attention_name!r}")
-        self.attention_name = attention_name if attention is not None else None
-        if attention is not None:
-            setattr(self, attention_name, attention)
+    def _set_attention(self, attention: Optional[ChannelAttention]) -> None:
+        self.attention_name = None if attention is None else attention.block_attribute
+        if attention is None:
+            return
+        if attention.block_attribute not in self.attention_names:
+            raise ValueError(
+                f"{type(attention).__name__}.block_attribute must be one of {self.attention_names}, "
+                f"got {attention.block_attribute!r}"
+            )
+        setattr(self, attention.block_attribute, attention)
 
     def _attend_add_relu(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """The block's ending: attention on ``out``, the residual addition, the ReLU.
 
-        ECA does all three in one call, in place in eager mode, which saves no extra
-        activation for backward; it may overwrite ``out`` (the last BatchNorm's output) or,
-        in a block with a downsample branch, ``identity`` (that branch's output), both
-        temporaries here. The attention is looked up by name with ``hasattr`` and
-        ``isinstance``, which TorchScript resolves when it compiles the block.
+        An attention layer that ``fuses_residual`` (ECA) does all three in one call, in place
+        in eager mode, which saves no extra activation for backward; it may overwrite ``out``
+        (the last BatchNorm's output) or, in a block with a downsample branch, ``identity``
+        (that branch's output), both temporaries here. The layer is looked up by name and
+        its flag read with ``hasattr`` (a stand-in module without the flag, such as the
+        benchmark's original-code ECA, takes the plain ending); TorchScript resolves both,
+        and the flag, a constant, when it compiles the block.
         """
+        overwrite_identity = self.downsample is not None
         if hasattr(self, "eca"):
-            if isinstance(self.eca, EfficientChannelAttention):
-                return self.eca(out, identity, self.downsample is not None)
+            if hasattr(self.eca, "fuses_residual"):
+                if self.eca.fuses_residual:
+                    return self.eca(out, identity, overwrite_identity)
             out = self.eca(out)
         elif hasattr(self, "se"):
+            if self.se.fuses_residual:
+                return self.se(out, identity, overwrite_identity)
             out = self.se(out)
+        elif hasattr(self, "cbam"):
+            if self.cbam.fuses_residual:
+                return self.cbam(out, identity, overwrite_identity)
+            out = self.cbam(out)
+        elif hasattr(self, "gc"):
+            if self.gc.fuses_residual:
+                return self.gc(out, identity, overwrite_identity)
+            out = self.gc(out)
         return self.relu(out + identity)
 
 
@@ -93,8 +105,7 @@ class BasicBlock(_AttentiveBlock):
         planes: int,
         stride: int = 1,
         downsample: Optional[nn.Module] = None,
-        attention: Optional[nn.Module] = None,
-        attention_name: str = "eca",
+        attention: Optional[ChannelAttention] = None,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -102,7 +113,7 @@ class BasicBlock(_AttentiveBlock):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self._set_attention(attention, attention_name)
+        self._set_attention(attention)
         self.downsample = downsample
         self.stride = stride
 
@@ -123,8 +134,7 @@ class Bottleneck(_AttentiveBlock):
         planes: int,
         stride: int = 1,
         downsample: Optional[nn.Module] = None,
-        attention: Optional[nn.Module] = None,
-        attention_name: str = "eca",
+        attention: Optional[ChannelAttention] = None,
     ) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
@@ -134,7 +144,7 @@ class Bottleneck(_AttentiveBlock):
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self._set_attention(attention, attention_name)
+        self._set_attention(attention)
         self.downsample = downsample
         self.stride = stride
 
@@ -176,10 +186,20 @@ class ResNet(nn.Module):
         block: Block,
         layers: Sequence[int],
         num_classes: int = 1000,
-        attention: Optional[AttentionFactory] = None,
-        attention_name: str = "eca",
+        attention: str = "none",
+        k_size: Optional[KernelSizeSpec] = None,
+        **attention_kwargs: Any,
     ) -> None:
+        """``attention`` names a registered layer (``models.attention``), built for every block
+        of the stages it belongs in (all four; GCNet's: layer2..4); ``k_size`` is the per-stage k
+        of one that takes a kernel size (ECA, ECA-NS; default 3333), any of the forms
+        ``parse_kernel_sizes`` reads; ``attention_kwargs`` go to every layer (SE's ``bias=True``).
+        """
         super().__init__()
+        kind = attention_kind(attention)
+        if k_size is not None and not kind.takes_kernel_size:
+            raise TypeError(f"attention {attention!r} has no kernel size to set")
+        kernel_sizes = stage_kernel_sizes(block, "3333" if k_size is None else k_size) if kind.takes_kernel_size else None
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -188,7 +208,10 @@ class ResNet(nn.Module):
         stages = []
         for stage, (planes, blocks) in enumerate(zip(self.stage_planes, layers)):
             stride = 1 if stage == 0 else 2
-            stages.append(self._make_layer(block, planes, blocks, stride, stage, attention, attention_name))
+            stage_attention, layer_kwargs = (attention, dict(attention_kwargs)) if stage in kind.resnet_stages else ("none", {})
+            if kernel_sizes is not None:
+                layer_kwargs["k_size"] = kernel_sizes[stage]
+            stages.append(self._make_layer(block, planes, blocks, stride, stage_attention, layer_kwargs))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = 512 * block.expansion
@@ -204,14 +227,7 @@ class ResNet(nn.Module):
         self._init_weights()
 
     def _make_layer(
-        self,
-        block: Block,
-        planes: int,
-        blocks: int,
-        stride: int,
-        stage: int,
-        attention: Optional[AttentionFactory],
-        attention_name: str,
+        self, block: Block, planes: int, blocks: int, stride: int, attention: str, attention_kwargs: Dict[str, Any]
     ) -> nn.Sequential:
         out_planes = planes * block.expansion
         downsample = None
@@ -225,8 +241,7 @@ class ResNet(nn.Module):
                     planes,
                     stride if index == 0 else 1,
                     downsample if index == 0 else None,
-                    attention(out_planes, stage) if attention is not None else None,
-                    attention_name,
+                    create_attention(attention, out_planes, **attention_kwargs),
                 )
             )
             self.inplanes = out_planes
@@ -235,10 +250,14 @@ class ResNet(nn.Module):
     def _init_weights(self) -> None:
         """As the original: He-normal convolutions (std sqrt(2 / (k*k*out))), BatchNorm 1 and 0.
 
-        The ECA Conv1d and the classifier keep PyTorch's default initialisation, as they did
-        in the code that trained the released checkpoints.
+        Attention layers keep their own initialisation (ECA's Conv1d and SE's Linear layers
+        PyTorch's default, as in the code that trained the released checkpoints; GCNet's and
+        CBAM's their papers'), and so does the classifier.
         """
+        attention_parts = {id(part) for layer in self.modules() if isinstance(layer, ChannelAttention) for part in layer.modules()}
         for module in self.modules():
+            if id(module) in attention_parts:
+                continue
             if isinstance(module, nn.Conv2d):
                 fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
                 nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
@@ -274,46 +293,3 @@ def refuse_pretrained(name: str, pretrained: bool) -> None:
             f"{name}(pretrained=True): weights are never downloaded; build the model and load "
             "a released checkpoint file instead (main.py --pretrained PATH)"
         )
-
-
-def _eca_resnet(
-    name: str, depth: int, k_size: Optional[KernelSizeSpec], num_classes: int, pretrained: bool
-) -> ResNet:
-    refuse_pretrained(name, pretrained)
-    block, layers = RESNET_LAYOUTS[depth]
-    kernel_sizes = stage_kernel_sizes(block, DEFAULT_KERNEL_SIZES[name] if k_size is None else k_size)
-
-    def eca_for_stage(channels: int, stage: int) -> nn.Module:
-        return EfficientChannelAttention(channels, kernel_sizes[stage])
-
-    return ResNet(block, layers, num_classes, attention=eca_for_stage, attention_name="eca")
-
-
-@register_model
-def eca_resnet18(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ECA-ResNet-18; k_size defaults to the released checkpoint's 3577."""
-    return _eca_resnet("eca_resnet18", 18, k_size, num_classes, pretrained)
-
-
-@register_model
-def eca_resnet34(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ECA-ResNet-34; k_size defaults to the released checkpoint's 3357."""
-    return _eca_resnet("eca_resnet34", 34, k_size, num_classes, pretrained)
-
-
-@register_model
-def eca_resnet50(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ECA-ResNet-50; k_size defaults to the released checkpoint's 3557."""
-    return _eca_resnet("eca_resnet50", 50, k_size, num_classes, pretrained)
-
-
-@register_model
-def eca_resnet101(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ECA-ResNet-101; k_size defaults to the released checkpoint's 3357."""
-    return _eca_resnet("eca_resnet101", 101, k_size, num_classes, pretrained)
-
-
-@register_model
-def eca_resnet152(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ECA-ResNet-152; k_size defaults to the released checkpoint's 3357."""
-    return _eca_resnet("eca_resnet152", 152, k_size, num_classes, pretrained)

@@ -6,7 +6,7 @@ from torch import nn
 
 from .features import FeatureListNet
 
-__all__ = ["register_model", "create_model", "list_models"]
+__all__ = ["register_model", "create_model", "get_model_constructor", "list_models"]
 
 _model_constructors: Dict[str, Callable[..., nn.Module]] = {}
 
@@ -24,22 +24,24 @@ def list_models() -> List[str]:
     return sorted(_model_constructors)
 
 
+def get_model_constructor(name: str) -> Callable[..., nn.Module]:
+    """The registered constructor; an unknown name is a ValueError that lists the valid ones."""
+    try:
+        return _model_constructors[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+
+
 def create_model(
     name: str, features_only: bool = False, out_indices: Optional[Sequence[int]] = None, **kwargs
 ) -> nn.Module:
-    """Build a registered model; an unknown name is a ValueError that lists the valid ones.
+    """Build a registered model (an unknown name is :func:`get_model_constructor`'s ValueError).
 
     ``features_only`` gives the backbone instead, as timm does: a :class:`FeatureListNet`
     returning the feature maps ``out_indices`` picks from the model's ``feature_info``
     (default: all of them) as a list.
     """
-    try:
-        constructor = _model_constructors[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
-        ) from None
-    model = constructor(**kwargs)
+    model = get_model_constructor(name)(**kwargs)
     if not features_only:
         return model
     return FeatureListNet(model, range(len(model.feature_info)) if out_indices is None else out_indices)

@@ -1,114 +1,64 @@
-"""The ResNets ECA is compared against, built by the same ``ResNet`` class as ECA-ResNet.
+"""Every ``<attention>_resnet<depth>``: one registered name per attention and ResNet depth.
 
-Only the attention module in each residual block differs, so a comparison is one model
-name apart: none (torchvision's ResNet, key for key), SE (reduction 16) or ECA-NS (the
-non-shared ECA of the paper's Table 1). Every module sits where ECA does: after the
-block's last BatchNorm, before the residual addition.
+All are the one ``ResNet`` class, so a comparison is one name apart: ``resnet50`` (no
+attention, torchvision's ResNet key for key), ``se_resnet50`` (the paper's SE: reduction 16,
+no biases; ``se_resnet50(bias=True)`` is SENet's own biased block), ``se_var1_resnet50`` ...
+``se_gc3_resnet50`` (Table 2's variants), ``eca_ns_resnet50``, ``eca_resnet50``,
+``cbam_resnet50`` and ``gc_resnet50`` (GCNet's blocks in layer2..4), at depths 18, 34, 50,
+101 and 152. Keyword arguments beyond ``num_classes`` go to every attention layer.
 """
 
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from torch import nn
-
+from .attention import attention_kind, list_attentions
 from .eca import KernelSizeSpec
-from .eca_ns import NonSharedChannelAttention
-from .eca_resnet import DEFAULT_KERNEL_SIZES, RESNET_LAYOUTS, ResNet, refuse_pretrained, stage_kernel_sizes
+from .eca_resnet import DEFAULT_KERNEL_SIZES, RESNET_LAYOUTS, ResNet, refuse_pretrained
 from .registry import register_model
-from .se import SqueezeExcitation
 
-__all__ = [
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "se_resnet50",
-    "se_resnet101",
-    "se_resnet152",
-    "eca_ns_resnet50",
-]
-
-SE_REDUCTION = 16
+__all__ = ["resnet", "resnet_model_name"]
 
 
-def _plain_resnet(name: str, depth: int, num_classes: int, pretrained: bool) -> ResNet:
-    refuse_pretrained(name, pretrained)
+def resnet_model_name(attention: str, depth: int) -> str:
+    """The registered name of ResNet-``depth`` with ``attention`` (``"none"``: ``resnet50``)."""
+    return f"resnet{depth}" if attention == "none" else f"{attention}_resnet{depth}"
+
+
+def resnet(depth: int, attention: str = "none", num_classes: int = 1000, **kwargs: Any) -> ResNet:
+    """ResNet-``depth`` (18, 34, 50, 101, 152) with a registered attention in its blocks."""
+    if depth not in RESNET_LAYOUTS:
+        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYOUTS)}, got {depth}")
     block, layers = RESNET_LAYOUTS[depth]
-    return ResNet(block, layers, num_classes)
+    return ResNet(block, layers, num_classes, attention=attention, **kwargs)
 
 
-def _se_resnet(name: str, depth: int, num_classes: int, pretrained: bool) -> ResNet:
-    refuse_pretrained(name, pretrained)
-    block, layers = RESNET_LAYOUTS[depth]
+def _constructor(attention: str, depth: int) -> Callable[..., ResNet]:
+    name = resnet_model_name(attention, depth)
+    if attention_kind(attention).takes_kernel_size:
+        default_k = DEFAULT_KERNEL_SIZES[f"eca_resnet{depth}"]
 
-    def se_for_stage(channels: int, stage: int) -> nn.Module:
-        return SqueezeExcitation(channels, SE_REDUCTION)
+        def constructor(
+            k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any
+        ) -> ResNet:
+            refuse_pretrained(name, pretrained)
+            return resnet(depth, attention, num_classes, k_size=default_k if k_size is None else k_size, **kwargs)
 
-    return ResNet(block, layers, num_classes, attention=se_for_stage, attention_name="se")
+        constructor.__doc__ = (
+            f"ResNet-{depth} with {attention} layers; k_size (per stage, or 'adaptive') defaults to the "
+            f"released ECA-ResNet-{depth}'s {default_k}."
+        )
+    else:
 
+        def constructor(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+            refuse_pretrained(name, pretrained)
+            return resnet(depth, attention, num_classes, **kwargs)
 
-@register_model
-def resnet18(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ResNet-18 without attention; its state_dict is torchvision's ``resnet18``'s."""
-    return _plain_resnet("resnet18", 18, num_classes, pretrained)
-
-
-@register_model
-def resnet34(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ResNet-34 without attention; its state_dict is torchvision's ``resnet34``'s."""
-    return _plain_resnet("resnet34", 34, num_classes, pretrained)
-
-
-@register_model
-def resnet50(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ResNet-50 without attention; its state_dict is torchvision's ``resnet50``'s."""
-    return _plain_resnet("resnet50", 50, num_classes, pretrained)
-
-
-@register_model
-def resnet101(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ResNet-101 without attention; its state_dict is torchvision's ``resnet101``'s."""
-    return _plain_resnet("resnet101", 101, num_classes, pretrained)
+        constructor.__doc__ = f"ResNet-{depth} with {attention} layers." if attention != "none" else (
+            f"ResNet-{depth} without attention; its state_dict is torchvision's resnet{depth}'s."
+        )
+    constructor.__name__ = constructor.__qualname__ = name
+    return constructor
 
 
-@register_model
-def resnet152(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """ResNet-152 without attention; its state_dict is torchvision's ``resnet152``'s."""
-    return _plain_resnet("resnet152", 152, num_classes, pretrained)
-
-
-@register_model
-def se_resnet50(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """SE-ResNet-50 (reduction 16, biased excitation layers as SENet's authors trained it)."""
-    return _se_resnet("se_resnet50", 50, num_classes, pretrained)
-
-
-@register_model
-def se_resnet101(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """SE-ResNet-101 (reduction 16, biased excitation layers)."""
-    return _se_resnet("se_resnet101", 101, num_classes, pretrained)
-
-
-@register_model
-def se_resnet152(num_classes: int = 1000, pretrained: bool = False) -> ResNet:
-    """SE-ResNet-152 (reduction 16, biased excitation layers)."""
-    return _se_resnet("se_resnet152", 152, num_classes, pretrained)
-
-
-@register_model
-def eca_ns_resnet50(
-    k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False
-) -> ResNet:
-    """ECA-NS-ResNet-50: C x k taps per layer instead of ECA's k.
-
-    ``k_size`` takes every form ECA-ResNet's does and defaults to ECA-ResNet-50's released
-    3557, so that ECA and ECA-NS differ only in weight sharing.
-    """
-    refuse_pretrained("eca_ns_resnet50", pretrained)
-    block, layers = RESNET_LAYOUTS[50]
-    kernel_sizes = stage_kernel_sizes(block, DEFAULT_KERNEL_SIZES["eca_resnet50"] if k_size is None else k_size)
-
-    def eca_ns_for_stage(channels: int, stage: int) -> nn.Module:
-        return NonSharedChannelAttention(channels, kernel_sizes[stage])
-
-    return ResNet(block, layers, num_classes, attention=eca_ns_for_stage, attention_name="eca")
+for _attention in list_attentions():
+    for _depth in RESNET_LAYOUTS:
+        register_model(_constructor(_attention, _depth))

@@ -52,11 +52,13 @@ def test_torchvision_resnet50_weights_load_strictly_and_give_the_same_outputs():
         torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
 
 
-def test_se_resnet50_has_the_biased_excitation_count():
-    # Per block: FC(C -> C/16) and FC(C/16 -> C), both with bias.
-    se = sum(blocks * (2 * c * (c // 16) + c // 16 + c) for c, blocks in BOTTLENECK_STAGES)
-    assert se == 2_530_992
-    assert n_params(models.se_resnet50()) == 25_557_032 + se == 28_088_024
+def test_se_resnet50_is_the_papers_bias_free_se_and_senets_biased_one_is_an_argument_away():
+    # Per block: FC(C -> C/16) and FC(C/16 -> C); the paper's 2 C^2 / r has no biases.
+    se = sum(blocks * 2 * c * (c // 16) for c, blocks in BOTTLENECK_STAGES)
+    assert se == 2_514_944
+    assert n_params(models.se_resnet50()) == 25_557_032 + se == 28_071_976
+    biases = sum(blocks * (c // 16 + c) for c, blocks in BOTTLENECK_STAGES)
+    assert n_params(models.se_resnet50(bias=True)) == 28_071_976 + biases == 28_088_024
 
 
 @pytest.mark.parametrize("arch, plain", [("se_resnet101", 44_549_160), ("se_resnet152", 60_192_808)])
@@ -72,12 +74,13 @@ def test_se_sits_after_the_last_batchnorm_under_its_own_name():
     keys = list(models.se_resnet50().state_dict())
     first_block = [k for k in keys if k.startswith("layer1.0.")]
     assert first_block.index("layer1.0.se.fc1.weight") == first_block.index("layer1.0.bn3.num_batches_tracked") + 1
-    assert "layer1.0.se.fc2.bias" in keys
+    assert "layer1.0.se.fc2.weight" in keys and "layer1.0.se.fc2.bias" not in keys
+    assert "layer1.0.se.fc2.bias" in models.se_resnet50(bias=True).state_dict()
 
 
 def test_se_block_is_the_senet_computation():
     torch.manual_seed(0)
-    block = SqueezeExcitation(32, reduction=16).double()
+    block = SqueezeExcitation(32, reduction=16, bias=True).double()
     x = torch.randn(2, 32, 5, 6, dtype=torch.float64)
     pooled = x.mean(dim=(2, 3))
     hidden = torch.relu(pooled @ block.fc1.weight.T + block.fc1.bias)

@@ -79,7 +79,7 @@ def test_adaptive_k_for_resnets():
 
 def test_mobilenet_v2_kernel_rule():
     model = models.eca_mobilenet_v2()
-    blocks = [m for m in model.features if isinstance(m, models.eca_mobilenetv2.InvertedResidual)]
+    blocks = [m for m in model.features if isinstance(m, models.mobilenetv2.InvertedResidual)]
     for block in blocks:
         eca = block.conv[-1]
         assert eca.k_size == (1 if eca.channels < 96 else 3)

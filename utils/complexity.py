@@ -19,7 +19,15 @@ import torch
 from thop import profile
 from torch import nn
 
-from models import EfficientChannelAttention, NonSharedChannelAttention, SqueezeExcitation
+from models import (
+    CBAM,
+    EfficientChannelAttention,
+    GlobalContextBlock,
+    GroupedChannelGate,
+    NonSharedChannelAttention,
+    ParameterFreeGate,
+    SqueezeExcitation,
+)
 from models.eca_resnet import BasicBlock, Bottleneck
 
 __all__ = [
@@ -109,6 +117,11 @@ def _count_attention(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor)
     _set(m, pooling + sum(_counted(child) for child in m.children()))
 
 
+def _count_context_block(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+    """GCNet's block: what its own modules count (the softmax pooling and the addition are functional)."""
+    _set(m, sum(_counted(child) for child in m.children()))
+
+
 def _count_residual_block(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
     """A ResNet block: its layers' counts, with its one shared ReLU counted on the block's output.
 
@@ -122,8 +135,18 @@ def _count_residual_block(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Te
     _set(m, layers + y.numel())
 
 
-ATTENTION_TYPES = (EfficientChannelAttention, NonSharedChannelAttention, SqueezeExcitation)
-"""The channel-attention modules whose weights the paper compares (ECA-ResNet-50: 80 in all)."""
+POOLED_GATES = (
+    EfficientChannelAttention,
+    NonSharedChannelAttention,
+    SqueezeExcitation,
+    ParameterFreeGate,
+    GroupedChannelGate,
+    CBAM,
+)
+"""Attention layers that start from GAP(X), which 2019 code took as an AdaptiveAvgPool2d module."""
+
+ATTENTION_TYPES = POOLED_GATES + (GlobalContextBlock,)
+"""The attention modules whose weights the paper compares (ECA-ResNet-50: 80 in all)."""
 
 _AGGREGATES = ATTENTION_TYPES + (BasicBlock, Bottleneck)
 """Modules whose 2019 rule sums their submodules, so thop counts them whole."""
@@ -150,7 +173,8 @@ PAPER_RULES: Dict[Type[nn.Module], ThopRule] = {
     nn.MaxPool3d: _count_nothing,
     nn.Dropout: _count_nothing,
     nn.Sigmoid: _count_nothing,
-    **{attention: _count_attention for attention in ATTENTION_TYPES},
+    **{attention: _count_attention for attention in POOLED_GATES},
+    GlobalContextBlock: _count_context_block,
     BasicBlock: _count_residual_block,
     Bottleneck: _count_residual_block,
 }

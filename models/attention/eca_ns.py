@@ -1,13 +1,15 @@
-"""ECA-NS, the paper's non-shared ECA (Table 1): every channel learns its own k taps."""
+"""ECA-NS, the paper's non-shared ECA (Table 2, Eq. 7): every channel learns its own k taps."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import ChannelAttention
+
 __all__ = ["NonSharedChannelAttention"]
 
 
-class NonSharedChannelAttention(nn.Module):
+class NonSharedChannelAttention(ChannelAttention):
     """ECA with C x k weights instead of k: channel c gates itself by its own k taps over
     channels c - (k - 1) / 2 ... c + (k - 1) / 2 of the pooled responses (zero beyond the ends).
 
@@ -15,6 +17,8 @@ class NonSharedChannelAttention(nn.Module):
     across channels. The taps are stored as a depthwise ``Conv1d(C, C, k, groups=C)``
     weight of shape (C, 1, k) under ``conv.weight``, as in the original ``eca_ns.py``.
     """
+
+    block_attribute = "eca"
 
     def __init__(self, channels: int, k_size: int = 3) -> None:
         super().__init__()

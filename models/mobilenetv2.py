@@ -1,15 +1,29 @@
-"""ECA-MobileNetV2: MobileNetV2 with an ECA layer closing every inverted residual block."""
+"""MobileNetV2, plain or with an attention layer closing every inverted residual block (the
+paper's MobileNetV2, SE-MobileNetV2 and ECA-MobileNetV2)."""
 
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .eca import EfficientChannelAttention, KernelSizeSpec, parse_kernel_sizes
+from .attention import ChannelAttention, attention_kind, create_attention
+from .eca import KernelSizeSpec, parse_kernel_sizes
+from .eca_resnet import refuse_pretrained
 from .features import FeatureInfo, FeatureSpec
 from .registry import register_model
 
-__all__ = ["ECAMobileNetV2", "InvertedResidual", "eca_mobilenet_v2", "INVERTED_RESIDUAL_SETTING"]
+__all__ = [
+    "MobileNetV2",
+    "InvertedResidual",
+    "mobilenet_v2",
+    "se_mobilenet_v2",
+    "eca_mobilenet_v2",
+    "INVERTED_RESIDUAL_SETTING",
+    "SE_REDUCTION",
+]
+
+SE_REDUCTION = 8
+"""SE-MobileNetV2's r, as the paper's (the ResNets' SE uses 16)."""
 
 INVERTED_RESIDUAL_SETTING = (
     # expansion t, output channels c, repeats n, first stride s
@@ -34,7 +48,11 @@ class ConvBNReLU(nn.Sequential):
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int, k_size: int) -> None:
+    """The block; its attention, if any, is the last layer of ``conv``, after the projection's
+    BatchNorm, on the block's output channels, whether or not the block is residual (the
+    official ECA-MobileNetV2's place, ``features.N.conv.K``)."""
+
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int, attention: Optional[ChannelAttention]) -> None:
         super().__init__()
         hidden_dim = int(round(inp * expand_ratio))
         self.use_res_connect = stride == 1 and inp == oup
@@ -45,8 +63,9 @@ class InvertedResidual(nn.Module):
             ConvBNReLU(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim),
             nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
             nn.BatchNorm2d(oup),
-            EfficientChannelAttention(oup, k_size),
         ]
+        if attention is not None:
+            layers.append(attention)
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,8 +74,8 @@ class InvertedResidual(nn.Module):
         return self.conv(x)
 
 
-class ECAMobileNetV2(nn.Module):
-    """MobileNetV2 with ECA, and timm's backbone interface: ``feature_info`` (the last block
+class MobileNetV2(nn.Module):
+    """MobileNetV2 with any registered attention (or none), and timm's backbone interface: ``feature_info`` (the last block
     at each stride: 16, 24, 32, 96 and 320 channels at strides 2 to 32), ``forward_features``
     (the 1280-channel map before pooling) and ``reset_classifier``."""
 
@@ -64,12 +83,18 @@ class ECAMobileNetV2(nn.Module):
         self,
         num_classes: int = 1000,
         width_mult: float = 1.0,
+        attention: str = "none",
         kernel_sizes: Optional[Sequence[int]] = None,
+        **attention_kwargs: Any,
     ) -> None:
-        """``kernel_sizes`` gives one k per inverted residual block (17 of them); by default
-        k = 1 for the stages whose nominal width is below 96 channels and 3 from there on,
-        as in the released model."""
+        """``attention`` names a registered layer (``models.attention``) for every block;
+        ``kernel_sizes`` gives one k per block (17 of them) to one that takes a kernel size:
+        by default k = 1 for the stages whose nominal width is below 96 channels and 3 from
+        there on, as in the released ECA-MobileNetV2. ``attention_kwargs`` go to every layer."""
         super().__init__()
+        takes_kernel_size = attention_kind(attention).takes_kernel_size
+        if kernel_sizes is not None and not takes_kernel_size:
+            raise TypeError(f"attention {attention!r} has no kernel size to set")
         input_channel = int(32 * width_mult)
         self.last_channel = int(1280 * max(1.0, width_mult))
         if kernel_sizes is None:
@@ -82,8 +107,9 @@ class ECAMobileNetV2(nn.Module):
             output_channel = int(c * width_mult)
             stride *= s
             for index in range(n):
-                k_size = kernel_sizes[len(features) - 1]
-                features.append(InvertedResidual(input_channel, output_channel, s if index == 0 else 1, t, k_size))
+                layer_kwargs = dict(attention_kwargs, k_size=kernel_sizes[len(features) - 1]) if takes_kernel_size else attention_kwargs
+                block_attention = create_attention(attention, output_channel, **layer_kwargs)
+                features.append(InvertedResidual(input_channel, output_channel, s if index == 0 else 1, t, block_attention))
                 input_channel = output_channel
             last_block_at_stride[stride] = FeatureSpec(
                 num_chs=output_channel, reduction=stride, module=f"features.{len(features) - 1}"
@@ -98,8 +124,12 @@ class ECAMobileNetV2(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """As the original: He-normal (fan_out) convolutions, N(0, 0.01) classifier, zero biases."""
+        """As the original: He-normal (fan_out) convolutions, N(0, 0.01) classifier, zero biases;
+        attention layers keep their own initialisation (see ``ResNet._init_weights``)."""
+        attention_parts = {id(part) for layer in self.modules() if isinstance(layer, ChannelAttention) for part in layer.modules()}
         for module in self.modules():
+            if id(module) in attention_parts:
+                continue
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
                 if module.bias is not None:
@@ -136,21 +166,34 @@ def block_output_channels(width_mult: float = 1.0) -> List[int]:
 
 
 @register_model
+def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, pretrained: bool = False) -> MobileNetV2:
+    """MobileNetV2 without attention (torchvision's layout; the classifier's Dropout is 0.25, as
+    the paper trained all three MobileNetV2 rows)."""
+    refuse_pretrained("mobilenet_v2", pretrained)
+    return MobileNetV2(num_classes, width_mult)
+
+
+@register_model
+def se_mobilenet_v2(
+    num_classes: int = 1000, width_mult: float = 1.0, pretrained: bool = False, **attention_kwargs: Any
+) -> MobileNetV2:
+    """SE-MobileNetV2: SE with r = 8 and, as the paper counts it, no biases (``bias=True``: SENet's)."""
+    refuse_pretrained("se_mobilenet_v2", pretrained)
+    return MobileNetV2(num_classes, width_mult, "se", **{"reduction": SE_REDUCTION, **attention_kwargs})
+
+
+@register_model
 def eca_mobilenet_v2(
     num_classes: int = 1000,
     width_mult: float = 1.0,
     pretrained: bool = False,
     k_size: Optional[KernelSizeSpec] = None,
-) -> ECAMobileNetV2:
+) -> MobileNetV2:
     """ECA-MobileNetV2 as released (k = 1 below 96 channels, else 3).
 
-    ``k_size="adaptive"`` applies Eq. 9 to each block's output channels instead; a sequence
+    ``k_size="adaptive"`` applies Eq. 12 to each block's output channels instead; a sequence
     of 17 odd sizes sets each inverted residual block's k (as read from a checkpoint).
     """
-    if pretrained:
-        raise ValueError(
-            "eca_mobilenet_v2(pretrained=True): weights are never downloaded; build the model "
-            "and load a released checkpoint file instead (main.py --pretrained PATH)"
-        )
+    refuse_pretrained("eca_mobilenet_v2", pretrained)
     kernel_sizes = None if k_size is None else parse_kernel_sizes(k_size, block_output_channels(width_mult))
-    return ECAMobileNetV2(num_classes, width_mult, kernel_sizes)
+    return MobileNetV2(num_classes, width_mult, "eca", kernel_sizes)

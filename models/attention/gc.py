@@ -1,0 +1,50 @@
+"""GCNet's global context block (Cao et al., ICCVW 2019 / TPAMI 2020)."""
+
+import torch
+from torch import nn
+
+from .base import ChannelAttention
+
+__all__ = ["GlobalContextBlock"]
+
+
+class GlobalContextBlock(ChannelAttention):
+    """Add one global context vector, transformed, to every position.
+
+    Context modelling: a 1 x 1 conv C -> 1 gives each position a logit, softmax over the
+    positions, and the softmax-weighted sum of the features is the context (C x 1 x 1).
+    Transform: 1 x 1 conv C -> C / r, LayerNorm over (C / r, 1, 1), ReLU, 1 x 1 conv
+    C / r -> C, all convs with bias; fusion: addition (not a gate). r = 16, as GCNet's
+    ResNets use it. The last conv starts at zero, as in GCNet, so the block starts as the
+    identity. Per block: 2 C^2 / r + 2 C + 1 + 3 C / r parameters.
+    """
+
+    block_attribute = "gc"
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        if reduction < 1 or channels < reduction:
+            raise ValueError(f"GC reduction must be between 1 and channels={channels}, got {reduction}")
+        hidden = channels // reduction
+        self.channels = channels
+        self.reduction = reduction
+        self.conv_mask = nn.Conv2d(channels, 1, kernel_size=1)
+        self.channel_add_conv = nn.Sequential(
+            nn.Conv2d(channels, hidden, kernel_size=1),
+            nn.LayerNorm([hidden, 1, 1]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, kernel_size=1),
+        )
+        nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.conv_mask.bias)
+        nn.init.zeros_(self.channel_add_conv[-1].weight)
+        nn.init.zeros_(self.channel_add_conv[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        weights = torch.softmax(self.conv_mask(x).view(batch, 1, height * width), dim=-1)
+        context = torch.matmul(x.reshape(batch, channels, height * width), weights.transpose(1, 2))
+        return x + self.channel_add_conv(context.view(batch, channels, 1, 1))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}"
