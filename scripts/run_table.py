@@ -172,7 +172,7 @@ def setup_lines(args: argparse.Namespace, table: PaperTable, depth: Optional[int
         "Top-1 / Top-5: validation accuracy of each run's best epoch (log.csv; the weights model_best.pth.tar holds), "
         "mean +- sample std over the finished seeds.",
         f"Param. / FLOPs: utils/complexity.py (the paper's 2019 thop rules) at 1x3x{COUNT_INPUT_SIZE}x{COUNT_INPUT_SIZE} and "
-        f"{classes} classes, in the paper's units (M = 2^20, G = 2^30). Paper columns: {paper}.",
+        f"{classes} classes (the paper's: 1000), in the paper's units (M = 2^20, G = 2^30). Paper columns: {paper}.",
     ]
 
 
