@@ -14,6 +14,8 @@ command continues: finished runs are skipped and an unfinished one resumes (--re
 """
 
 import argparse
+import csv
+import io
 import os
 import sys
 import time
@@ -186,8 +188,16 @@ def read_jobs(path: str) -> Dict[str, str]:
     """run directory -> SLURM job id, of the runs submitted before."""
     if not os.path.isfile(path):
         return {}
-    with open(path) as handle:
-        return dict(line.rstrip("\n").rsplit(",", 1) for line in handle.readlines()[1:] if line.strip())
+    with open(path, newline="") as handle:
+        return {row["run_dir"]: row["job"] for row in csv.DictReader(handle)}
+
+
+def jobs_csv(jobs: Dict[str, str]) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["run_dir", "job"])
+    writer.writerows(jobs.items())
+    return text.getvalue()
 
 
 def submit_all(planned: Sequence[PlannedRow], args: argparse.Namespace, passthrough: Sequence[str], data: str) -> None:
@@ -204,7 +214,7 @@ def submit_all(planned: Sequence[PlannedRow], args: argparse.Namespace, passthro
             else:
                 job = submit(run, main_arguments(run, data, args.epochs, passthrough), data, f"eca-{args.table}-{run.row}-s{run.seed}")
                 jobs[run.run_dir] = job
-                text = "run_dir,job\n" + "".join(f"{run_dir},{job_id}\n" for run_dir, job_id in jobs.items())
+                text = jobs_csv(jobs)
                 atomic_write(jobs_path, lambda handle, text=text: handle.write(text.encode()))
                 print(f"=> {run.name}: submitted as job {job} ({run.run_dir})", flush=True)
 
