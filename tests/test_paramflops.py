@@ -147,3 +147,92 @@ def test_cli_bad_input_is_one_line_and_a_failure(args, message):
     assert result.returncode != 0
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+# --- the paper's tables: paramflops.py --table 2 / 3 / 5 ---------------------------------
+
+from models.attention import create_attention  # noqa: E402
+from paramflops import count_detector, evaluate_expression, table_3  # noqa: E402
+from utils import paper_tables  # noqa: E402
+
+
+def table2_expression(key: str, c: int, r: int = 16, k: int = 3) -> int:
+    """Table 2's #Param column, written out here apart from paramflops.py's reading of the printed strings."""
+    return {"vanilla": 0, "se": 2 * c * c // r, "se_var1": 0, "se_var2": c, "se_var3": c * c, "se_gc1": c * c // 16,
+            "se_gc2": 16 * c, "se_gc3": 8 * c, "eca_ns": k * c, "eca": k}[key]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", paper_tables.VARIANTS.template, ids=[row.key for row in paper_tables.VARIANTS.template])
+def test_table2_expressions_are_each_module_count_at_every_stage_width(row):
+    for channels in (64, 128, 256, 512, 1024, 2048):
+        expected = table2_expression(row.key, channels)
+        assert evaluate_expression(row.param_expression, C=channels, r=16, k=3) == expected
+        name = "none" if row.key == "vanilla" else row.key
+        with torch.device("meta"):
+            layer = create_attention(name, channels, **({"k_size": 3} if name in ("eca", "eca_ns") else {}))
+        assert (0 if layer is None else count_parameters(layer)) == expected, (row.key, channels)
+
+
+def plain_plus(plain: int, stages, per_block) -> int:
+    return plain + sum(blocks * per_block(c, stage) for stage, (c, blocks) in enumerate(stages))
+
+
+DEEP_STAGES = {101: [(256, 3), (512, 4), (1024, 23), (2048, 3)], 152: [(256, 3), (512, 8), (1024, 36), (2048, 3)]}
+PLAIN = {101: 44_549_160, 152: 60_192_808}
+
+
+@pytest.mark.parametrize("depth", [101, 152])
+def test_table3_deeper_rows_follow_the_resnet50_rules(depth):
+    """No biases in SE's or CBAM's layers, a 7 x 7 conv in CBAM, k taps per ECA layer (3357)."""
+    stages, ks = DEEP_STAGES[depth], [3, 3, 5, 7]
+    se = plain_plus(PLAIN[depth], stages, lambda c, s: 2 * c * (c // 16))
+    expected = {
+        f"resnet{depth}": PLAIN[depth],
+        f"se_resnet{depth}": se,
+        f"cbam_resnet{depth}": plain_plus(se, stages, lambda c, s: 98),
+        f"eca_resnet{depth}": plain_plus(PLAIN[depth], stages, lambda c, s: ks[s]),
+    }
+    for arch, count in expected.items():
+        with torch.device("meta"):
+            assert count_parameters(models.create_model(arch)) == count, arch
+    assert binary_units(expected[f"se_resnet{depth}"]) == {101: "47.01M", 152: "63.68M"}[depth]
+
+
+@pytest.mark.parametrize("section", ["50", "mobilenet"])
+def test_table3_rows_as_the_paper_printed_them(section):
+    lines = table_3(section)
+    cells = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ") and "---" not in line]
+    rows = {row[0]: row for row in cells}
+    if section == "50":
+        for label in ("ResNet-50", "SENet-50", "CBAM-50", "ECA-Net-50"):
+            assert rows[label][3:7] == [rows[label][1], "=", rows[label][2], "="], label
+        # GCNet's 28.08M is its own paper's SI count of 25,557,032 + 2,521,741; the FLOPs agree as printed.
+        assert rows["GCNet-50"][1:9] == ["28.08M", "3.87G", "26.78M", "= (SI)", "3.87G", "=", "28,078,773", "4,153,318,808"]
+        assert rows["A2-Nets-50"][3] == "copied from its paper"
+    else:
+        assert [rows[label][3:7] for label in ("MobileNetV2", "ECA-MobileNetV2")] == [
+            ["3.34M", "=", "319.4M", "="], ["3.34M", "=", "319.9M", "="]
+        ]
+        # SE-MobileNetV2's parameters agree; its FLOPs come out 320.0M, not the printed 320.1M.
+        assert rows["SE-MobileNetV2"][3:7] == ["3.40M", "=", "320.0M", "≠"]
+
+
+@pytest.mark.parametrize(
+    "arch, params",
+    [("fasterrcnn_se_resnet50_fpn", 44_022_180), ("maskrcnn_se_resnet50_fpn", 46_665_717), ("retinanet_se_resnet50_fpn", 40_233_716)],
+)
+def test_table5_se_rows_are_the_bias_free_se(arch, params):
+    counts = count_detector(arch).counts
+    assert counts.trainable_params == params
+    assert si_units(counts.trainable_params) == {"fasterrcnn": "44.02M", "maskrcnn": "46.67M", "retinanet": "40.23M"}[arch.split("_")[0]]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--table", "4"], "invalid choice: 4"), (["-a", "resnet50", "--depth", "50"], "--depth applies to --table 3"),
+     (["--table", "2", "--input-size", "32"], "--table counts as the paper did")],
+)  # fmt: skip
+def test_cli_bad_table_input_is_one_line(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr

@@ -13,7 +13,7 @@ import copy
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple, Type
+from typing import Callable, Dict, Optional, Tuple, Type
 
 import torch
 from thop import profile
@@ -41,6 +41,8 @@ __all__ = [
     "thop_macs",
     "binary_units",
     "si_units",
+    "printed_like",
+    "agreement",
 ]
 
 ThopRule = Callable[[nn.Module, Tuple[torch.Tensor, ...], torch.Tensor], None]
@@ -261,3 +263,26 @@ def binary_units(count: int) -> str:
 def si_units(count: int) -> str:
     """SI units, as today's thop and torchvision report: K = 10^3, M = 10^6, G = 10^9."""
     return _scaled(count, 1000)
+
+
+def printed_like(count: int, printed: str, base: int = 1024) -> str:
+    """``count`` in the unit and number of decimals of a number as a table printed it
+    (``"26.77M"``, ``"319.4M"``, the poster's ``"11.148M"``), in ``base``-based units."""
+    suffix = printed[-1]
+    exponent = {"K": 1, "M": 2, "G": 3}.get(suffix)
+    if exponent is None:
+        raise ValueError(f"{printed!r} has no K, M or G unit")
+    decimals = len(printed[:-1].partition(".")[2])
+    return f"{count / base**exponent:.{decimals}f}{suffix}"
+
+
+def agreement(count: int, printed: Optional[str]) -> str:
+    """How a count agrees with a printed one: ``"="`` in the paper's 1024-based units,
+    ``"= (SI)"`` only in SI units (a number copied from a peer's paper), ``"≠"``, ``"?"`` unknown."""
+    if printed is None:
+        return "?"
+    if printed_like(count, printed) == printed:
+        return "="
+    if printed_like(count, printed, base=1000) == printed:
+        return "= (SI)"
+    return "≠"

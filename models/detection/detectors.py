@@ -52,6 +52,7 @@ BODIES: Dict[str, Optional[str]] = {
     "resnet50": None,
     "resnet101": None,
     "se_resnet50": None,
+    "se_resnet101": None,
 }
 """Backbone body -> default k: the released detectors' (ECA-50: 3377, unlike the ImageNet
 release's 3557; ECA-101: 3357), the ImageNet releases' for 18/34; None: no ECA layers."""
