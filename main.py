@@ -103,7 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-scale", default=0.08, type=float, metavar="F",
                         help="smallest area fraction RandomResizedCrop takes")
     parser.add_argument("--train-pipeline", default="fast", choices=PIPELINES,
-                        help="training images: 'fast' decodes with torchvision.io and crops uint8 tensors, "
+                        help="training images: 'fast' decodes with TorchCodec (torchvision.io without it) and crops uint8 tensors, "
                         "normalised on the device; 'pil' is the original's PIL pipeline, normalised "
                         "in the workers. The same crops and flips for the same --seed (default: fast)")
     parser.add_argument("--eval-pipeline", default="pil", choices=PIPELINES,

@@ -178,8 +178,8 @@ def test_predict_draws_the_detections_of_a_checkpoint(trained, coco, tmp_path):
     assert lines[0] == f"{image}: {len(lines) - 1} detections -> {png}" and len(lines) > 1
     assert all(re.match(r"^  cross +1\.000  \[[\d.]+, [\d.]+, [\d.]+, [\d.]+\]$", line) for line in lines[1:]), lines[1]
     with Image.open(png) as drawn, Image.open(image) as original:
-        assert drawn.size == original.size
-        assert drawn.convert("RGB").tobytes() != original.convert("RGB").tobytes()
+        assert original.size == (64, 64) and drawn.size == (512, 512)  # scaled up to predict.DRAWING_SHORT_SIDE
+        assert drawn.convert("RGB").tobytes() != original.convert("RGB").resize(drawn.size).tobytes()
 
 
 # --- bad input: one line, exit status 2, no traceback ------------------------------------------
