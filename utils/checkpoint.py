@@ -6,6 +6,11 @@ this project's own checkpoints and bare state_dicts. The architecture, the per-l
 kernel sizes and the number of classes are read from the weights' shapes, so a released
 file needs no flags; where the caller's explicit choice contradicts the file, one line says
 what the file holds and what to pass.
+
+Damaged files are refused before their weights are used (utils.integrity): a zip-format
+file's records must match their CRC-32s, and no file may hold NaN, infinity or a negative
+BatchNorm variance. Saved checkpoints carry the SHA-256 of their tensor data, which
+:func:`verify_checkpoint_file` (``scripts/verify_checkpoints.py``) checks on a copy.
 """
 
 import argparse
@@ -24,10 +29,13 @@ from torch import nn
 
 import models
 
+from .integrity import DIGEST_KEY, IntegrityError, UnreadableArchive, check_archive, implausible_tensor, tensor_digest
+
 __all__ = [
     "CheckpointError",
     "CheckpointWarning",
     "load_checkpoint_file",
+    "verify_checkpoint_file",
     "extract_state_dict",
     "strip_prefixes",
     "infer_arch",
@@ -66,17 +74,31 @@ class CheckpointWarning(UserWarning):
     """Something in a checkpoint was ignored or guessed; the load still went ahead."""
 
 
-def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
+def load_checkpoint_file(path: PathLike, mmap: bool = False) -> Dict[str, Any]:
     """Read a checkpoint onto the CPU without ever executing code from it.
 
     A bare state_dict comes back wrapped as ``{"state_dict": ...}`` so that callers see one
-    shape of dict. Missing, unreadable, non-checkpoint and unsafe files are CheckpointErrors.
+    shape of dict. Missing, unreadable, non-checkpoint, unsafe and damaged files (see
+    utils.integrity) are CheckpointErrors. ``mmap`` maps a zip-format file's tensors instead
+    of reading them, for a look at a large file that goes no further.
     """
-    path = Path(path)
+    return _read_checked(Path(path), mmap)[0]
+
+
+def _read_checked(path: Path, mmap: bool = False) -> Tuple[Dict[str, Any], Optional[int]]:
+    """The checkpoint, and how many zip records matched their CRC-32 (None: a legacy file)."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else f"checkpoint {path} is not a file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        records = check_archive(str(path))
+    except UnreadableArchive as error:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated: {error}") from None
+    except IntegrityError as error:
+        raise CheckpointError(f"{path} is damaged: {error}; use an intact copy") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and records is not None)
     except Exception as error:  # torch's unpickler raises anything (IndexError, ...) on garbage
         unsafe = _unsafe_content(error)
         if unsafe is not None:
@@ -85,11 +107,33 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
                 "only tensors and plain containers are loaded"
             ) from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated") from None
+    problem = implausible_tensor(checkpoint)
+    if problem is not None:
+        raise CheckpointError(f"{path} is unusable: {problem} (a damaged file, or a run that diverged)")
     if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return {"state_dict": checkpoint}
+        checkpoint = {"state_dict": checkpoint}
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict", checkpoint.get("model")), dict):
         raise CheckpointError(f"{path} holds no model weights (expected a state_dict or a dict with 'state_dict')")
-    return checkpoint
+    return checkpoint, records
+
+
+def verify_checkpoint_file(path: PathLike) -> str:
+    """What a checkpoint file was checked against, as a phrase, or a CheckpointError saying what is wrong.
+
+    On top of what every load checks, the SHA-256 of the tensor data that save_checkpoint
+    recorded is recomputed: a copy that passes holds exactly the tensors that were saved.
+    """
+    path = Path(path)
+    checkpoint, records = _read_checked(path)
+    recorded = checkpoint.get(DIGEST_KEY)
+    if recorded is not None and recorded != tensor_digest({k: v for k, v in checkpoint.items() if k != DIGEST_KEY}):
+        raise CheckpointError(f"{path} is damaged: its tensor data do not match the SHA-256 recorded when it was saved")
+    if records is None:
+        checksums = "legacy format: no checksum recorded"
+    else:
+        crc = f"{records} zip records match their CRC-32" if records else "zip format without CRC-32s"
+        checksums = crc + ("; tensor data match the SHA-256 recorded at save" if recorded is not None else "; no SHA-256 recorded")
+    return f"{checksums}; tensors finite, BatchNorm running variances non-negative"
 
 
 def _unsafe_content(error: Exception) -> Optional[str]:
@@ -430,14 +474,21 @@ def _umask() -> int:
 
 def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
     """Save atomically; ``state["state_dict"]`` is written without wrapper prefixes whatever
-    wrapped the model, so every checkpoint loads into a bare model."""
+    wrapped the model, so every checkpoint loads into a bare model.
+
+    The SHA-256 of the tensor data goes into the file itself (``tensor_sha256``), not beside
+    it: it is written, renamed, copied and deleted with the file, so it can never be stale.
+    """
     if "state_dict" in state:
         state = {**state, "state_dict": strip_prefixes(state["state_dict"])}
+    state = {key: value for key, value in state.items() if key != DIGEST_KEY}
+    state[DIGEST_KEY] = tensor_digest(state)
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def copy_checkpoint(source: PathLike, destination: PathLike) -> None:
-    """Atomically copy a saved checkpoint (e.g. to ``model_best.pth.tar``) without re-serialising."""
+    """Atomically copy a saved checkpoint (e.g. to ``model_best.pth.tar``) without re-serialising,
+    so the copy carries the same recorded SHA-256."""
     with open(source, "rb") as src:
         atomic_write(destination, lambda handle: shutil.copyfileobj(src, handle))
 
