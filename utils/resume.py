@@ -5,21 +5,24 @@ A run directory holds up to two resumable files: ``checkpoint.pth.tar`` at the e
 epoch and ``checkpoint_step.pth.tar`` inside one (every ``--checkpoint-every`` steps, and when
 a signal stops the run). Each records its :class:`RunPosition`; ``--resume auto`` takes the
 later one, or starts fresh when there is none, so the same command line serves the first start
-and every restart.
+and every restart. A damaged one is set aside and the other used (or none), so that a job
+requeued after its last save was damaged still goes on.
 """
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, CheckpointWarning, load_checkpoint_file
 from .data import start_epoch
 
 __all__ = [
     "EPOCH_CHECKPOINT",
     "STEP_CHECKPOINT",
+    "DAMAGED_SUFFIX",
     "RunPosition",
     "checkpoint_position",
     "latest_checkpoint",
@@ -32,6 +35,7 @@ __all__ = [
 
 EPOCH_CHECKPOINT = "checkpoint.pth.tar"
 STEP_CHECKPOINT = "checkpoint_step.pth.tar"
+DAMAGED_SUFFIX = ".damaged"
 
 
 @dataclass(frozen=True, order=True)
@@ -43,26 +47,50 @@ class RunPosition:
 
 
 def checkpoint_position(path: str) -> RunPosition:
-    """Where a checkpoint file stands, read without loading its tensors (memory-mapped)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # torch raises anything on a damaged file
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint; move it away or pass --resume with another file") from None
+    """Where a checkpoint file stands; a CheckpointError if it is damaged (checked as every load
+    checks it, with its tensors memory-mapped rather than read)."""
+    checkpoint = load_checkpoint_file(path, mmap=True)
     return RunPosition(int(checkpoint.get("epoch", 0)), int(checkpoint.get("step", 0)))
 
 
 def latest_checkpoint(run_dir: str) -> Optional[str]:
-    """The checkpoint in ``run_dir`` that is furthest into training, or None when there is none."""
-    candidates = [os.path.join(run_dir, name) for name in (EPOCH_CHECKPOINT, STEP_CHECKPOINT)]
-    existing = [path for path in candidates if os.path.isfile(path)]
-    if not existing:
-        return None
-    return max(existing, key=checkpoint_position)
+    """The intact checkpoint in ``run_dir`` that is furthest into training, or None when there is none.
+
+    A damaged or unreadable one is moved aside to ``<name>.damaged`` with a warning, so that a
+    requeued job goes on from the one before it (or starts afresh) instead of stopping, and
+    the file is kept for a look.
+    """
+    intact, damaged = [], []
+    for path in (os.path.join(run_dir, name) for name in (EPOCH_CHECKPOINT, STEP_CHECKPOINT)):
+        if not os.path.isfile(path):
+            continue
+        try:
+            intact.append((checkpoint_position(path), path))
+        except CheckpointError as error:
+            damaged.append((path, error))
+    latest = max(intact)[1] if intact else None
+    for path, error in damaged:
+        _set_aside(path, error, latest)
+    return latest
+
+
+def _set_aside(path: str, error: CheckpointError, latest: Optional[str]) -> None:
+    """Rename a damaged checkpoint out of the way and say so, and what the run does instead."""
+    try:
+        os.replace(path, path + DAMAGED_SUFFIX)
+        moved = f"moved to {path + DAMAGED_SUFFIX}"
+    except FileNotFoundError:  # another process of this run moved it, and said so, first
+        return
+    except OSError as failure:
+        moved = f"left in place (it cannot be renamed: {failure.strerror})"
+    continuing = f"continuing from {latest}" if latest else "starting afresh: no intact checkpoint left"
+    warnings.warn(f"--resume auto: {error}; {moved}, {continuing}", CheckpointWarning)
 
 
 def resolve_resume(resume: str, run_dir: str) -> str:
-    """``--resume`` as a path: ``auto`` becomes the run directory's latest checkpoint, or ``""``
-    (start fresh) when it has none; anything else is returned as it is."""
+    """``--resume`` as a path: ``auto`` becomes the run directory's latest intact checkpoint, or
+    ``""`` (start fresh) when it has none; anything else is returned as it is, to be loaded
+    (and refused if damaged) without falling back to another file."""
     if resume != "auto":
         return resume
     return latest_checkpoint(run_dir) or ""
