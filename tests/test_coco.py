@@ -182,11 +182,40 @@ def test_bad_annotation_files_are_one_line(tmp_path):
          "annotation 2 on image 000000000001.jpg (id 1) has an RLE mask of size [48, 63] where the image is [48, 64] (height, width)"),
         (lambda c: c["annotations"][0].__setitem__("segmentation", [4, 6, 24, 6, 24, 16]), "has a malformed polygon"),
         (lambda c: c["annotations"][0].__setitem__("segmentation", {"counts": "abc"}), "has a malformed segmentation"),
+        (lambda c: c["images"][2].__setitem__("id", 1), "image id 1 is given twice, to image entries #0 and #2"),
+        (lambda c: c["annotations"][3].__setitem__("id", 2), "annotation id 2 is given twice, to annotation entries #1 and #3"),
+        (lambda c: c["categories"][2].__setitem__("id", 11), "category id 11 is given twice, to category entries #0 and #2"),
+        (lambda c: c["images"][0].__setitem__("id", [1]), "image entry #0 has id [1]; ids are whole numbers"),
+        (lambda c: c["images"][1].__setitem__("width", 0),
+         "image 000000000002.jpg (id 2) has width 0; width and height are positive whole numbers of pixels"),
+        (lambda c: c["images"][2].__setitem__("height", 47.5), "image 000000000003.jpg (id 3) has height 47.5; "),
+        (lambda c: c["images"][0].__setitem__("width", "64"), "image 000000000001.jpg (id 1) has width '64'; "),
+        (lambda c: c["annotations"][0].__setitem__("image_id", [1]), "annotation 1 refers to image id [1], which is not in 'images'"),
     ]:
         Path(annotation_file).write_text(original)
         _rewrite(annotation_file, change)
         message = _one_line_error(image_dir, annotation_file, with_masks=True)
         assert message.startswith(f"{annotation_file}: ") and expected in message, message
+
+
+def test_boxes_mostly_outside_their_image_are_left_out_with_one_warning(tmp_path):
+    annotations = coco_annotations() + [
+        {"id": 5, "image_id": 3, "category_id": 3, "bbox": [1e30, 1e30, 1e30, 1e30], "area": 1.0, "iscrowd": 0},
+        {"id": 6, "image_id": 3, "category_id": 3, "bbox": [0, 0, 1e30, 1e30], "iscrowd": 0},  # a 1e30-pixel box from the corner
+        {"id": 7, "image_id": 3, "category_id": 7, "bbox": [70, 10, 20, 20], "iscrowd": 0},  # wholly right of the 64-pixel image
+        {"id": 8, "image_id": 3, "category_id": 7, "bbox": [40, 30, 40, 10], "iscrowd": 0},  # 24 of its 40 columns inside: kept
+        {"id": 9, "image_id": 3, "category_id": 11, "bbox": [50.5, 37.75, 14, 10.5], "iscrowd": 0},  # a sub-pixel overhang, as in COCO
+    ]
+    image_dir, annotation_file = write_coco_set(tmp_path, annotations)
+    with pytest.warns(UserWarning) as caught:
+        dataset = CocoDetection(image_dir, annotation_file, train=True, flip_prob=0.0)
+    assert [str(warning.message) for warning in caught] == [
+        f"{annotation_file}: left out 3 annotations whose box lies mostly outside its image, e.g. annotation 5 "
+        "with box [1e+30, 1e+30, 1e+30, 1e+30] on image 000000000003.jpg (id 3) of 64x48 pixels"
+    ]
+    assert sorted(dataset.coco.anns) == [1, 2, 3, 4, 8, 9]  # for evaluation too: they are not this image's objects
+    _, target = dataset[dataset.image_ids.index(3)]
+    assert target["boxes"].tolist() == [[40.0, 30.0, 80.0, 40.0], [50.5, 37.75, 64.5, 48.25]]  # kept as MMDetection v1 kept them
 
 
 def test_polygons_under_three_points_are_dropped_or_become_the_box(tmp_path):

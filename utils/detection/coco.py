@@ -14,7 +14,9 @@ Conventions (shared with models/detection and utils/detection/coco_eval.py):
 
 Problems with the files are :class:`utils.data.DataError` with one line naming the file, found
 before training starts where they can be: a missing or non-COCO annotation file, missing image
-files, an empty or inverted box. An image file that cannot be decoded at run time comes back
+files, an id given twice, an image without a positive whole width and height, an annotation on
+an image or of a category the file does not list, an empty or inverted box. Boxes lying mostly
+outside their image are left out with one warning. An image file that cannot be decoded at run time comes back
 as :class:`utils.data.UnreadableImage`, for ``--bad-images skip|error`` as in classification;
 so does one whose size is not the one its annotations were made for.
 """
@@ -86,10 +88,32 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 
 def _check_entries(path: str, entries: List[Any], kind: str, keys: Sequence[str]) -> None:
+    """Every entry has ``keys`` and an integer ``id`` no other entry of its list has."""
+    first_with_id: Dict[int, int] = {}
     for position, entry in enumerate(entries):
         absent = [key for key in keys if not isinstance(entry, dict) or key not in entry]
         if absent:
             raise _not_coco(path, f"{kind} entry #{position} has no '{absent[0]}'")
+        if not _is_whole(entry["id"]):
+            raise DataError(f"{path}: {kind} entry #{position} has id {entry['id']!r}; ids are whole numbers")
+        if entry["id"] in first_with_id:
+            earlier = first_with_id[entry["id"]]
+            raise DataError(f"{path}: {kind} id {entry['id']} is given twice, to {kind} entries #{earlier} and #{position}")
+        first_with_id[entry["id"]] = position
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_image_sizes(path: str, images: List[Dict[str, Any]]) -> None:
+    for image in images:
+        for key in ("width", "height"):
+            if not _is_whole(image[key]) or image[key] < 1:
+                raise DataError(
+                    f"{path}: image {image['file_name']} (id {image['id']}) has {key} {image[key]!r}; "
+                    "width and height are positive whole numbers of pixels"
+                )
 
 
 def _box_problem(box: Any) -> Optional[str]:
@@ -105,6 +129,33 @@ def _box_problem(box: Any) -> Optional[str]:
     return None
 
 
+def _mostly_outside(box: List[float], image: Dict[str, Any]) -> bool:
+    """Whether more than half of a COCO box's area lies outside its image (a box from another
+    image's coordinates, or one of 1e30 pixels); sub-pixel overhangs stay, as MMDetection v1 kept them."""
+    x, y, width, height = box
+    inside_width = max(0.0, min(x + width, image["width"]) - max(x, 0.0))
+    inside_height = max(0.0, min(y + height, image["height"]) - max(y, 0.0))
+    return inside_width * inside_height < 0.5 * width * height
+
+
+def _drop_boxes_outside(path: str, content: Dict[str, Any]) -> None:
+    """Leave out, with one warning, the annotations whose box lies mostly outside their image:
+    they are not the objects of that image, for training or for evaluation."""
+    images = {image["id"]: image for image in content["images"]}
+    kept: List[Dict[str, Any]] = []
+    outside: List[Dict[str, Any]] = []
+    for annotation in content["annotations"]:
+        (outside if _mostly_outside(annotation["bbox"], images[annotation["image_id"]]) else kept).append(annotation)
+    if not outside:
+        return
+    content["annotations"] = kept
+    example, image = outside[0], images[outside[0]["image_id"]]
+    warnings.warn(
+        f"{path}: left out {len(outside)} annotations whose box lies mostly outside its image, e.g. annotation {example['id']} "
+        f"with box {example['bbox']} on image {image['file_name']} (id {image['id']}) of {image['width']}x{image['height']} pixels"
+    )
+
+
 def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> List[int]:
     """Raise on the first unusable annotation; mend short polygons and return the ids of the
     annotations whose mask had to become their box. ``with_masks``: every one needs a mask."""
@@ -113,11 +164,11 @@ def _check_annotations(path: str, content: Dict[str, Any], with_masks: bool) -> 
     boxed: List[int] = []
     for annotation in content["annotations"]:
         where = f"annotation {annotation['id']}"
-        image = images.get(annotation["image_id"])
+        image = images.get(annotation["image_id"]) if _is_whole(annotation["image_id"]) else None
         if image is None:
             raise DataError(f"{path}: {where} refers to image id {annotation['image_id']}, which is not in 'images'")
         where += f" on image {image['file_name']} (id {image['id']})"
-        if annotation["category_id"] not in category_ids:
+        if not _is_whole(annotation["category_id"]) or annotation["category_id"] not in category_ids:
             raise DataError(f"{path}: {where} has category id {annotation['category_id']}, which is not in 'categories'")
         problem = _box_problem(annotation["bbox"])
         if problem:
@@ -175,7 +226,9 @@ def load_coco(annotation_file: str, with_masks: bool = False) -> COCO:
     _check_entries(annotation_file, content["images"], "image", ("id", "file_name", "width", "height"))
     _check_entries(annotation_file, content["annotations"], "annotation", ("id", "image_id", "category_id", "bbox"))
     _check_entries(annotation_file, content["categories"], "category", ("id", "name"))
+    _check_image_sizes(annotation_file, content["images"])
     boxed = _check_annotations(annotation_file, content, with_masks)
+    _drop_boxes_outside(annotation_file, content)
     for annotation in content["annotations"]:
         annotation.setdefault("area", float(annotation["bbox"][2] * annotation["bbox"][3]))
     content.setdefault("info", {})  # pycocotools 2.0.8-2.0.10's loadRes copies it and raised KeyError without one
