@@ -69,7 +69,8 @@ def check_archive(path: str) -> Optional[int]:
         try:
             archive = zipfile.ZipFile(handle)
         except Exception as error:  # zipfile raises BadZipFile, but also struct.error, ValueError, ... on garbage
-            raise UnreadableArchive(f"its zip directory cannot be read ({error})") from None
+            reason = "its end-of-directory record is missing" if str(error) == "File is not a zip file" else str(error)
+            raise UnreadableArchive(f"its zip directory cannot be read ({reason})") from None
         with archive:
             records = archive.infolist()
             _check_end_records(handle, archive.start_dir, len(records))
