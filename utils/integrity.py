@@ -34,6 +34,7 @@ _END = struct.Struct("<4s4H2LH")  # signature, disk numbers, entry counts, direc
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record, disks
 _ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # signature, record size, versions, disk numbers, entry counts, directory size and offset
 _DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
+_LONGEST_DESCRIPTOR = 24  # signature, CRC-32, two 8-byte sizes
 _HAS_DESCRIPTOR = 0x08  # general-purpose flag bit 3: CRC and sizes follow the data, not in the local header
 _UTF8_NAME = 0x800
 _SATURATED16, _SATURATED32 = 0xFFFF, 0xFFFFFFFF  # "see the zip64 record"
@@ -121,8 +122,9 @@ def _check_layout(handle: BinaryIO, records: List[zipfile.ZipInfo], directory_st
     for info, next_start in zip(ordered, starts[1:]):
         data_end = _check_local_header(handle, info)
         if data_end > next_start:
-            raise IntegrityError(f"its zip directory has record {info.filename!r} overlap the next one")
-        if not _is_descriptor(_read_bytes(handle, data_end, next_start - data_end), info):
+            raise IntegrityError(f"its zip directory makes record {info.filename!r} overlap the next one")
+        gap = next_start - data_end
+        if gap > _LONGEST_DESCRIPTOR or not _is_descriptor(_read_bytes(handle, data_end, gap), info):
             raise IntegrityError(f"the bytes after its record {info.filename!r} are not the data descriptor its zip directory implies")
 
 
