@@ -219,9 +219,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return detect(args)
         images = read_images(args.images, args.image_size)
         model, _ = load_model(args.weights, arch=args.arch)
-    except (ValueError, CheckpointError) as error:
+    except (ValueError, CheckpointError, OSError) as error:  # bad input: a damaged checkpoint, an unreadable image, an unwritable --out-dir
         print(f"predict: {error}", file=sys.stderr)
-        return 1
+        return 2
     device = torch.device(args.device)
     model = model.to(device).eval()
     with torch.inference_mode():

@@ -5,7 +5,7 @@
 Each checkpoint's architecture, ECA kernel sizes and class count are read from its weights'
 shapes (file names are not trusted), so the released files need no flags. Evaluation is
 main.py's: the same loader, transform (resize 256, centre crop 224) and loop. A checkpoint
-that cannot be loaded gets an error row and a non-zero exit; the others are still evaluated.
+that cannot be loaded gets an error row and exit status 2 (1 for other errors); the others are still evaluated.
 """
 
 import argparse
@@ -115,13 +115,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    rows = []
+    rows, unreadable = [], 0
     for index, path in enumerate(paths, start=1):
         try:
             model, info = load_model(path)
         except CheckpointError as error:
             log(f"[{index}/{len(paths)}] {path.name}: {error}")
             rows.append({"checkpoint": path.name, "error": str(error)})
+            unreadable += 1
             continue
         num_classes = info["kwargs"]["num_classes"]
         log(f"[{index}/{len(paths)}] {path.name}: {info['arch']}, k {describe(info['arch'], info['kwargs'])}")
@@ -133,6 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         stats = evaluate(model.to(device), criterion, loader, device, context, log, print_freq=args.print_freq)
         rows.append(result_row(path.name, info["arch"], info["kwargs"], stats, num_classes))
     print(table(rows))
+    if unreadable:
+        return 2  # a damaged or unreadable checkpoint is bad input
     return 1 if any("error" in row for row in rows) else 0
 
 

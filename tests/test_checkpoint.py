@@ -146,3 +146,19 @@ def test_save_strips_wrappers_and_a_failed_save_keeps_the_old_file(tmp_path):
         save_checkpoint({"epoch": 2, "state_dict": model.state_dict(), "broken": lambda: None}, path)
     assert load_checkpoint_file(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["checkpoint.pth.tar"]
+
+
+@pytest.mark.parametrize("arch, settings", [
+    ("se_resnet18", {"bias": True}),
+    ("cbam_resnet18", {"bias": True, "spatial_batch_norm": True}),
+])
+def test_a_biased_attention_checkpoint_loads_with_its_settings_read_from_the_keys(tmp_path, arch, settings):
+    """SENet's own biased SE and the official CBAM code's layer are not the defaults, yet their
+    checkpoints load as they are: the settings come from the extra keys."""
+    torch.manual_seed(0)
+    written = models.create_model(arch, num_classes=3, **settings)
+    save_checkpoint({"state_dict": written.state_dict()}, tmp_path / "biased.pth.tar")
+    model, info = load_model(tmp_path / "biased.pth.tar")
+    assert info["arch"] == arch and info["kwargs"] == {"num_classes": 3, **settings}
+    assert model.state_dict().keys() == written.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in written.state_dict().items())

@@ -55,7 +55,7 @@ def test_folder_of_checkpoints_gives_one_row_each(setup):
     command = [sys.executable, str(SCRIPT), str(setup["released"]), "--data", str(setup["data"]),
                "--image-size", "32", "-b", "8", "-j", "0"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, result.stderr  # one checkpoint cannot be read
+    assert result.returncode == 2, result.stderr  # one checkpoint cannot be read
     header, *rows = result.stdout.splitlines()
     assert header.split()[:5] == ["checkpoint", "arch", "k", "top-1", "top-5"]
     assert rows[0].startswith("broken.pth.tar") and "error: " in rows[0] and "not a PyTorch checkpoint" in rows[0]

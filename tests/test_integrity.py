@@ -188,7 +188,7 @@ def test_detect_py_refuses_a_damaged_checkpoint_as_resume_or_backbone(damaged, t
 def test_predict_export_and_evaluate_released_refuse_a_damaged_checkpoint(data, damaged, tmp_path, capsys):
     image = tmp_path / "photo.jpg"
     Image.new("RGB", (40, 40), (180, 120, 60)).save(image)
-    assert predict.main(["--weights", str(damaged), str(image)]) == 1  # predict.py's status for every bad input
+    assert predict.main(["--weights", str(damaged), str(image)]) == 2
     captured = capsys.readouterr()
     assert_one_line(captured.err, f"predict: {damaged} is damaged: its record ", CRC_FAILURE)
     assert captured.out == ""
@@ -200,7 +200,7 @@ def test_predict_export_and_evaluate_released_refuse_a_damaged_checkpoint(data, 
     spec = importlib.util.spec_from_file_location("evaluate_released", ROOT / "scripts" / "evaluate_released.py")
     evaluate_released = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate_released)
-    assert evaluate_released.main([str(damaged), "--data", str(data), "--image-size", "32", "-j", "0"]) == 1  # its status for an error row
+    assert evaluate_released.main([str(damaged), "--data", str(data), "--image-size", "32", "-j", "0"]) == 2
     captured = capsys.readouterr()
     assert_one_line(captured.err, f"[1/1] {damaged.name}: {damaged} is damaged: its record ", CRC_FAILURE)
     header, row = captured.out.splitlines()

@@ -89,7 +89,7 @@ def test_bad_input_is_one_line_and_non_zero(files, tmp_path, capsys, case, messa
     elif case == "missing_weights":
         weights = missing
     arch = "eca_resnet50" if case == "wrong_arch" else "eca_resnet18"
-    assert predict_script.main(["-a", arch, "--weights", str(weights), str(image)]) == 1
+    assert predict_script.main(["-a", arch, "--weights", str(weights), str(image)]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == message.format(bad_image=files["bad_image"], missing=missing, weights=weights)
     assert captured.out == ""

@@ -296,7 +296,7 @@ def test_a_non_finite_loss_stops_naming_epoch_and_step_and_saves_nothing(data, r
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["-a", "eca_resnet9"], "unknown model 'eca_resnet9'; choose one of: eca_mobilenet_v2, "),
+        (["-a", "eca_resnet9"], "unknown model 'eca_resnet9'; choose one of: cbam_resnet101, "),
         (["--ksize", "3x57"], "--ksize 3x57: "),
         (["-b", "-4"], "--batch-size must be at least 1, got -4"),
         (["-j", "-1"], "--workers must be 0 or more, got -1"),

@@ -176,14 +176,19 @@ def _classifier_name(model: nn.Module) -> str:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
 
 
+LAYOUT_VARIANTS: Tuple[Tuple[Tuple[str, Any], ...], ...] = ((("bias", True),), (("bias", True), ("spatial_batch_norm", True)))
+"""Constructor settings that change a model's keys, tried when its default layout does not fit:
+SENet's own biased SE layers (``se_resnet50(bias=True)``) and the official CBAM code's layer."""
+
+
 @lru_cache(maxsize=None)
-def _layout(arch: str) -> Tuple[Dict[str, Tuple[int, ...]], Tuple[str, ...], str]:
+def _layout(arch: str, variant: Tuple[Tuple[str, Any], ...] = ()) -> Tuple[Dict[str, Tuple[int, ...]], Tuple[str, ...], str]:
     """(key -> shape with k and class dimensions blanked, kernel-layer names, classifier name).
 
     Built on the meta device: no memory, no initialisation cost, whatever the depth.
     """
     with torch.device("meta"):
-        model = models.create_model(arch)
+        model = models.create_model(arch, **dict(variant))
     kernel_layers = tuple(name for name, module in model.named_modules() if _is_kernel_layer(module))
     classifier = _classifier_name(model)
     masked = {f"{name}.conv.weight" for name in kernel_layers}
@@ -198,8 +203,7 @@ def _layout(arch: str) -> Tuple[Dict[str, Tuple[int, ...]], Tuple[str, ...], str
     return shapes, kernel_layers, classifier
 
 
-def _fits(arch: str, state_dict: StateDict) -> bool:
-    shapes = _layout(arch)[0]
+def _fits_layout(shapes: Dict[str, Tuple[int, ...]], state_dict: StateDict) -> bool:
     if shapes.keys() != state_dict.keys():
         return False
     return all(
@@ -207,6 +211,28 @@ def _fits(arch: str, state_dict: StateDict) -> bool:
         and all(e == -1 or e == s for e, s in zip(expected, state_dict[key].shape))
         for key, expected in shapes.items()
     )
+
+
+def _fitting_variant(arch: str, state_dict: StateDict) -> Optional[Tuple[Tuple[str, Any], ...]]:
+    """The constructor settings (``()`` for the defaults) under which ``arch`` holds exactly these
+    weights, or None. Variants are built only when the weights hold more keys than the default."""
+    default = _layout(arch)[0]
+    if _fits_layout(default, state_dict):
+        return ()
+    if not default.keys() < state_dict.keys():
+        return None
+    for variant in LAYOUT_VARIANTS:
+        try:
+            shapes = _layout(arch, variant)[0]
+        except (TypeError, ValueError):  # the model takes no such setting
+            continue
+        if _fits_layout(shapes, state_dict):
+            return variant
+    return None
+
+
+def _fits(arch: str, state_dict: StateDict) -> bool:
+    return _fitting_variant(arch, state_dict) is not None
 
 
 def infer_arch(state_dict: StateDict, hint: Optional[str] = None) -> str:
@@ -269,13 +295,15 @@ def format_kernel_sizes(sizes: Sequence[int]) -> str:
 
 
 def infer_model_kwargs(arch: str, state_dict: StateDict) -> Dict[str, Any]:
-    """The constructor arguments (``num_classes`` and, for ECA models, ``k_size``) that make
-    ``models.create_model(arch, **kwargs)`` hold exactly these weights."""
+    """The constructor arguments (``num_classes``; ``k_size`` for ECA models; ``bias=True`` and the
+    like for a :data:`LAYOUT_VARIANTS` layout) that make ``models.create_model(arch, **kwargs)``
+    hold exactly these weights."""
     state_dict = strip_prefixes(state_dict)
     if not _fits(arch, state_dict):
         raise CheckpointError(f"the checkpoint's weights are not {arch}'s; they are {infer_arch(state_dict)}'s")
-    _, layer_names, classifier = _layout(arch)
-    kwargs: Dict[str, Any] = {"num_classes": state_dict[f"{classifier}.weight"].shape[0]}
+    variant = _fitting_variant(arch, state_dict)
+    _, layer_names, classifier = _layout(arch, variant)
+    kwargs: Dict[str, Any] = {"num_classes": state_dict[f"{classifier}.weight"].shape[0], **dict(variant)}
     if layer_names:
         sizes = _checkpoint_kernel_sizes(arch, state_dict)
         spec = _kernel_size_spec(arch, layer_names, sizes)
@@ -344,7 +372,7 @@ def load_model(
         kwargs["num_classes"] = num_classes
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(classifier + ".")}
     model = models.create_model(arch, **kwargs)
-    model.load_state_dict(state_dict, strict=len(state_dict) == len(_layout(arch)[0]))
+    model.load_state_dict(state_dict, strict=len(state_dict) == len(model.state_dict()))
     if features_only:
         warnings.warn(f"{path}: features only, the classifier '{classifier}' is left out", CheckpointWarning, stacklevel=2)
         model = models.FeatureListNet(model, range(len(model.feature_info)) if out_indices is None else out_indices)
