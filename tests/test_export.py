@@ -213,8 +213,10 @@ def test_torch_compile_fullgraph_eval_and_training(built, arch):
     torch.testing.assert_close(logits, ref_logits)
     F.cross_entropy(logits, targets).backward()
     F.cross_entropy(ref_logits, targets).backward()
+    # Even in float64 the 2 x 1 x 1 BatchNorm leaves ECA-MobileNetV2 a few 1e-7 apart here (one
+    # weight in 6,144 at 1.9e-7), so gradients get ten times float64's default tolerance.
     for (name, param), ref_param in zip(trained.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(param.grad, ref_param.grad, msg=name)
+        torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-6, atol=1e-6, msg=name)
 
 
 # --- FX and the features interface ---------------------------------------------------------
