@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's detection demo, the paper's pipeline in miniature: set up the environment, train
-# ECA-ResNet-18 briefly on the classification demo's shapes (the "ImageNet" backbone), render a
+# ECA-ResNet-18 for six epochs on the classification demo's shapes (the "ImageNet" backbone), render a
 # small COCO-format instance set, train a Mask R-CNN on it from that backbone on the CPU, evaluate
 # it with pycocotools and draw its predictions on a held-out image.
 set -euo pipefail
@@ -20,7 +20,7 @@ fi
 rm -rf "$RUN"
 mkdir -p "$RUN"
 python main.py "$SHAPES" -a eca_resnet18 --image-size 48 --min-scale 0.5 \
-    -b 32 --lr 0.05 --epochs 4 --lr-step 3 -j 1 -p 50 --seed 0 --output-dir "$RUN/backbone"
+    -b 32 --lr 0.05 --epochs 6 --lr-step 5 -j 1 -p 50 --seed 0 --output-dir "$RUN/backbone"
 python detect.py "$COCO" -a maskrcnn_eca_resnet18_fpn --backbone-weights "$RUN/backbone/model_best.pth.tar" \
     --min-size "$SIZE" --max-size "$SIZE" -b 2 --lr 0.01 --warmup-iters 50 --epochs 3 --lr-steps 2 -j 1 -p 50 --seed 0 \
     --detector-arg box_batch_size_per_image=16 \
