@@ -264,7 +264,7 @@ def run(args: argparse.Namespace, passthrough: Sequence[str]) -> int:
     if skipped:
         print(f"=> skipped rows: {', '.join(skipped)}", flush=True)
     counts = {entry.row.key: count(entry.runs[0], classes) for entry in planned if entry.runs}
-    title = table.title + ("" if depth is None else f", ResNet-{depth}")
+    title = table.title + ("" if depth is None else f", ResNet-{depth}") + f", trained on {os.path.basename(data)}"
     setup = setup_lines(args, table, depth, classes, passthrough)
 
     def write() -> None:

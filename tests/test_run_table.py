@@ -77,7 +77,7 @@ def continued(data, tmp_path_factory):
     return out, first_output, first_row, second
 
 
-def test_two_rows_make_the_table_in_markdown_csv_and_png(continued):
+def test_two_rows_make_the_table_in_markdown_csv_and_png(continued, data):
     out, _, _, _ = continued
     rows = read_csv(out / "table.csv")
     assert [(row["row"], row["model"], row["label"], row["status"], row["seeds"]) for row in rows] == [
@@ -93,7 +93,7 @@ def test_two_rows_make_the_table_in_markdown_csv_and_png(continued):
     assert rows[0]["paper_params"] == "11.148M" and rows[0]["paper_flops"] == "1.699G"  # the poster's ResNet-18
     assert int(rows[1]["params_exact"]) - int(rows[0]["params_exact"]) == 2 * (3 + 5 + 7 + 7)  # k = 3577, two blocks a stage
     markdown = (out / "table.md").read_text()
-    assert markdown.startswith("# Table 3: comparison with the state of the art (ImageNet), ResNet-18\n")
+    assert markdown.startswith(f"# Table 3: comparison with the state of the art, ResNet-18, trained on {os.path.basename(data)}\n")
     assert "| row | model | Param. | FLOPs | Top-1 | Top-5 | runs | paper Param. | paper FLOPs | paper Top-1 | paper Top-5 |" in markdown
     top1 = f"{float(rows[1]['top1_mean']):.2f}"
     assert f"| ECA-Net-18 | `eca_resnet18` | 10.66M | 1.70G | {top1} |" in markdown

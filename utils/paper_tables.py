@@ -112,7 +112,7 @@ _VARIANT_ROWS = (
 
 VARIANTS = PaperTable(
     key="variants",
-    title="Table 2: channel-attention variants (ImageNet)",
+    title="Table 2: channel-attention variants",
     template=_VARIANT_ROWS,
     sections={
         "resnet50": _numbered(_VARIANT_ROWS, {
@@ -164,7 +164,7 @@ _MOBILENET_SECTION = _numbered(_MOBILENET_ROWS, {
 
 SOTA = PaperTable(
     key="sota",
-    title="Table 3: comparison with the state of the art (ImageNet)",
+    title="Table 3: comparison with the state of the art",
     template=_SOTA_ROWS,
     sections={
         "resnet18": _numbered(_SOTA_ROWS, {
@@ -212,7 +212,7 @@ _KERNEL_SIZE_ROWS = (
 
 KERNEL_SIZE = PaperTable(
     key="kernel-size",
-    title="Figure 4: ECA-ResNet with different kernel sizes k (ImageNet Top-1)",
+    title="Figure 4: ECA-ResNet with different kernel sizes k",
     template=_KERNEL_SIZE_ROWS,
     sections={
         "resnet50": _KERNEL_SIZE_ROWS,
@@ -227,7 +227,7 @@ KERNEL_SIZE = PaperTable(
 
 MOBILENET_TABLE = PaperTable(
     key=MOBILENET,
-    title="Table 3, MobileNetV2 rows (ImageNet)",
+    title="Table 3, MobileNetV2 rows",
     template=_MOBILENET_ROWS,
     sections={MOBILENET: _MOBILENET_SECTION},
     notes=(
