@@ -11,7 +11,7 @@ KernelSizeSpec = Union[str, Sequence[Union[int, str]]]
 
 
 def adaptive_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """Eq. 9 of the paper: k = |log2(C) + b| / gamma, rounded to the nearest odd integer above.
+    """Eq. 12 of the paper (Eq. 9 in arXiv v1): k = |log2(C) + b| / gamma, rounded to the nearest odd integer above.
 
     Unlike timm, the result is not clamped to at least 3: for C <= 8 the paper's formula
     gives k = 1 or 3 and that is what is returned.
@@ -25,7 +25,7 @@ def adaptive_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
 def parse_kernel_sizes(k_size: KernelSizeSpec, stage_channels: Sequence[int]) -> List[int]:
     """Turn any accepted k specification into one odd kernel size per stage.
 
-    ``"adaptive"`` applies Eq. 9 to each stage's channel count (every ECA layer of a stage
+    ``"adaptive"`` applies Eq. 12 to each stage's channel count (every ECA layer of a stage
     sees the same number of channels). Anything malformed is a ValueError naming the problem.
     """
     if isinstance(k_size, str) and k_size.lower() == "adaptive":

@@ -12,6 +12,7 @@ SE and its variants, CBAM's channel gate); images get the evaluation transform.
 """
 
 import argparse
+import csv
 import io
 import sys
 from pathlib import Path
@@ -113,10 +114,11 @@ def record_gates(model: torch.nn.Module, loader: DataLoader, device: torch.devic
 
 def csv_text(means: Dict[str, Dict[str, torch.Tensor]]) -> str:
     text = io.StringIO()
-    text.write("block,layer,class,channel,gate\n")
+    writer = csv.writer(text, lineterminator="\n")  # quotes a class folder name with a comma in it
+    writer.writerow(["block", "layer", "class", "channel", "gate"])
     for layer, by_class in means.items():
         for name, gate in by_class.items():
-            text.writelines(f"{block_of(layer)},{layer},{name},{channel},{value:.6f}\n" for channel, value in enumerate(gate.tolist()))
+            writer.writerows([block_of(layer), layer, name, channel, f"{value:.6f}"] for channel, value in enumerate(gate.tolist()))
     return text.getvalue()
 
 

@@ -31,6 +31,7 @@ import models  # noqa: E402
 from utils.checkpoint import CheckpointSaveError, atomic_write  # noqa: E402
 from utils.complexity import count_parameters, paper_flops  # noqa: E402
 from utils.console import OneLineErrorParser, UsageError, parse_ksize  # noqa: E402
+from utils.metrics import format_duration  # noqa: E402
 from utils.paper_tables import DEPTHS, MOBILENET, TABLES, PaperRow, PaperTable, registered_model_name, section_key, table_rows  # noqa: E402
 from utils.preemption import EXIT_STOPPED  # noqa: E402
 from utils.table_runs import (  # noqa: E402
@@ -176,12 +177,6 @@ def setup_lines(args: argparse.Namespace, table: PaperTable, depth: Optional[int
         f"Param. / FLOPs: utils/complexity.py (the paper's 2019 thop rules) at 1x3x{COUNT_INPUT_SIZE}x{COUNT_INPUT_SIZE} and "
         f"{classes} classes (the paper's: 1000), in the paper's units (M = 2^20, G = 2^30). Paper columns: {paper}.",
     ]
-
-
-def format_duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
 def read_jobs(path: str) -> Dict[str, str]:
