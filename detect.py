@@ -21,12 +21,11 @@ from torch import nn
 from models.detection import create_detector, detector_names
 from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args
 from utils.console import TRAINING_EXIT_STATUSES, OneLineErrorParser, UsageError, parse_ksize, show_warnings_as_one_line
-from utils.data import DataError
+from utils.data.datasets import DataError
 from utils.detection.checkpoint import load_backbone_weights, load_detector
 from utils.detection.coco import CocoDetection, build_coco_loader, coco_split_paths
 from utils.detection.detector_settings import constructor_settings, is_rcnn, object_classes, parse_detector_args, plain_values
 from utils.detection.engine import DetectionSchedule, evaluate, train_one_epoch
-from utils.device import amp_settings, select_device, wrap_model
 from utils.distributed import (
     DistributedContext,
     PeerFailedError,
@@ -35,12 +34,13 @@ from utils.distributed import (
     init_distributed,
     peer_loss_reported,
 )
-from utils.engine import NonFiniteLossError
-from utils.preemption import StopSignal, TrainingStopped
+from utils.longrun.preemption import StopSignal, TrainingStopped
+from utils.longrun.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
+from utils.longrun.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
+from utils.longrun.run_log import RunLog
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
-from utils.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
-from utils.run_log import RunLog
+from utils.training.device import amp_settings, select_device, wrap_model
+from utils.training.engine import NonFiniteLossError
 
 DEFAULT_ARCH = "maskrcnn_eca_resnet50_fpn"
 REFERENCE_BATCH, REFERENCE_LR = 8, 0.01

@@ -21,15 +21,9 @@ from utils.console import (
     parse_ksize,
     show_warnings_as_one_line,
 )
-from utils.data import (
-    IMAGENET_TRAIN_SIZE,
-    IMAGENET_VAL_SIZE,
-    DataError,
-    SyntheticImages,
-    build_dataset,
-    build_loader,
-)
-from utils.device import amp_settings, select_device, wrap_model
+from utils.data.datasets import IMAGENET_TRAIN_SIZE, IMAGENET_VAL_SIZE, DataError, SyntheticImages, build_dataset
+from utils.data.loaders import build_loader
+from utils.data.transforms import PIPELINES
 from utils.distributed import (
     DistributedContext,
     PeerFailedError,
@@ -38,13 +32,13 @@ from utils.distributed import (
     init_distributed,
     peer_loss_reported,
 )
-from utils.engine import NonFiniteLossError, evaluate, set_learning_rate, step_learning_rate, train_one_epoch
-from utils.preemption import StopSignal, TrainingStopped
+from utils.longrun.preemption import StopSignal, TrainingStopped
+from utils.longrun.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
+from utils.longrun.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
+from utils.longrun.run_log import RunLog
 from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
-from utils.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
-from utils.run_log import RunLog
-from utils.transforms import PIPELINES
+from utils.training.device import amp_settings, select_device, wrap_model
+from utils.training.engine import NonFiniteLossError, evaluate, set_learning_rate, step_learning_rate, train_one_epoch
 
 DEFAULT_ARCH = "eca_resnet50"
 

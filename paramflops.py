@@ -32,8 +32,8 @@ from torchvision.models.detection import RetinaNet
 import models
 from models.attention import attention_kind
 from models.detection import create_detector, detector_names
-from utils import paper_tables
-from utils.complexity import (
+from utils.console import OneLineErrorParser
+from utils.counting.complexity import (
     ATTENTION_TYPES,
     Complexity,
     agreement,
@@ -45,8 +45,8 @@ from utils.complexity import (
     printed_like,
     si_units,
 )
-from utils.console import OneLineErrorParser
 from utils.detection.complexity import DUMMY_INPUT, DetectorComplexity, measure_detector, paper_si_units, shapes_only
+from utils.paper import tables as paper_tables
 
 CLASSIFICATION_INPUT_SIZE = 224
 CLASSIFICATION_CLASSES = 1000

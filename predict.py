@@ -35,9 +35,9 @@ import models
 from models.detection import COCO_CLASSES, detector_names
 from utils.checkpoint import CheckpointError, atomic_write, extract_state_dict, load_checkpoint_file, load_model
 from utils.console import show_warnings_as_one_line
-from utils.decode import encode_png
+from utils.data.decode import encode_png
+from utils.data.transforms import build_transform
 from utils.detection.checkpoint import load_detector
-from utils.transforms import build_transform
 
 IMAGENET_CLASSES: List[str] = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
 """The 1000 ImageNet-1k class names in WNID-sorted order, the order ImageFolder gives the classes."""

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from .attention import ChannelAttention, attention_kind, create_attention
-from .eca import KernelSizeSpec, parse_kernel_sizes
-from .eca_resnet import refuse_pretrained
 from .features import FeatureInfo, FeatureSpec
+from .kernel_size import KernelSizeSpec, parse_kernel_sizes
 from .registry import register_model
+from .resnet import refuse_pretrained
 
 __all__ = [
     "MobileNetV2",

@@ -11,9 +11,9 @@ no biases; ``se_resnet50(bias=True)`` is SENet's own biased block), ``se_var1_re
 from typing import Any, Callable, Optional
 
 from .attention import attention_kind, list_attentions
-from .eca import KernelSizeSpec
-from .eca_resnet import DEFAULT_KERNEL_SIZES, RESNET_LAYOUTS, ResNet, refuse_pretrained
+from .kernel_size import KernelSizeSpec
 from .registry import register_model
+from .resnet import DEFAULT_KERNEL_SIZES, RESNET_LAYOUTS, ResNet, refuse_pretrained
 
 __all__ = ["resnet", "resnet_model_name"]
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import models  # noqa: E402
 from models import EfficientChannelAttention  # noqa: E402
 from utils.export import INPUT_NAME, missing_export_packages, serialize  # noqa: E402
-from utils.paper_tables import DEPTHS, MOBILENET, SOTA, PaperRow, registered_model_name, table_rows  # noqa: E402
+from utils.paper.tables import DEPTHS, MOBILENET, SOTA, PaperRow, registered_model_name, table_rows  # noqa: E402
 
 BASELINE = "torchvision_resnet50"
 MODES = ("eval", "train")

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import models  # noqa: E402
 from models.detection import create_detector  # noqa: E402
 from utils.checkpoint import atomic_write, load_checkpoint_file, save_checkpoint  # noqa: E402
+from utils.checkpoint.integrity import check_archive, implausible_tensor, tensor_digest  # noqa: E402
 from utils.console import OneLineErrorParser  # noqa: E402
-from utils.integrity import check_archive, implausible_tensor, tensor_digest  # noqa: E402
 
 MODELS: Dict[str, Callable[[], torch.nn.Module]] = {
     "eca_resnet152": lambda: models.create_model("eca_resnet152"),

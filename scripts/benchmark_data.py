@@ -7,7 +7,7 @@
 Per worker process: one process, one thread (as a DataLoader worker), each sample as a worker
 makes it (read the file, decode, crop/resize, flip, and for PIL ToTensor + Normalize), old and
 new in alternating chunks of images so that drift in the machine's speed hits both alike; the
-``decode`` row is the decode alone (PIL open + convert against utils.decode's codec, TorchCodec
+``decode`` row is the decode alone (PIL open + convert against utils.data.decode's codec, TorchCodec
 or else torchvision.io, with its PIL fallback; the setup line names the codec). Then the whole
 DataLoader with ``-j`` workers, old and new alternating epochs, and the bytes of one batch. With
 CUDA, the ``--decode-device cuda`` path as well: the loader whose main process decodes each
@@ -39,10 +39,11 @@ from torch.utils.data import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.console import OneLineErrorParser  # noqa: E402
-from utils.data import SkippingImageFolder, build_loader, image_folder, start_epoch  # noqa: E402
-from utils.decode import IMAGE_CODEC, EncodedCrop, decode_jpegs, decode_on_device, decode_rgb, read_rgb  # noqa: E402
+from utils.data.datasets import SkippingImageFolder, image_folder  # noqa: E402
+from utils.data.decode import IMAGE_CODEC, EncodedCrop, decode_jpegs, decode_on_device, decode_rgb, read_rgb  # noqa: E402
+from utils.data.loaders import build_loader, start_epoch  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
-from utils.engine import model_input  # noqa: E402
+from utils.training.engine import model_input  # noqa: E402
 
 CLASSES = 4
 PIPELINES = ("pil", "fast")  # old, new

@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.checkpoint import CheckpointError, format_kernel_sizes, load_model  # noqa: E402
 from utils.console import show_warnings_as_one_line  # noqa: E402
-from utils.data import DataError, build_dataset, build_loader  # noqa: E402
+from utils.data.datasets import DataError, build_dataset  # noqa: E402
+from utils.data.loaders import build_loader  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
-from utils.engine import evaluate  # noqa: E402
+from utils.training.engine import evaluate  # noqa: E402
 
 RELEASED: Dict[str, Tuple[str, float, float]] = {
     "eca_resnet18": ("ECA-Net18", 70.92, 89.93),

@@ -23,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
-from utils.attention_gates import GateRecorder, attention_layers, block_of, last_stage  # noqa: E402
-from utils.charts import LinePanel, LineSeries, line_chart, save_png  # noqa: E402
 from utils.checkpoint import CheckpointError, CheckpointSaveError, atomic_write, load_model  # noqa: E402
 from utils.console import OneLineErrorParser, UsageError, show_warnings_as_one_line  # noqa: E402
-from utils.data import DataError, SkippingImageFolder, build_dataset, collate_readable  # noqa: E402
+from utils.data.datasets import DataError, SkippingImageFolder, build_dataset  # noqa: E402
+from utils.data.loaders import collate_readable  # noqa: E402
+from utils.paper.charts import LinePanel, LineSeries, line_chart, save_png  # noqa: E402
+from utils.paper.gates import GateRecorder, attention_layers, block_of, last_stage  # noqa: E402
 
 DEFAULT_CLASSES = 4
 DEFAULT_IMAGE_SIZE = 224

@@ -29,12 +29,11 @@ from torchvision.datasets.folder import find_classes  # noqa: E402
 
 import models  # noqa: E402
 from utils.checkpoint import CheckpointSaveError, atomic_write  # noqa: E402
-from utils.complexity import count_parameters, paper_flops  # noqa: E402
 from utils.console import OneLineErrorParser, UsageError, parse_ksize  # noqa: E402
-from utils.metrics import format_duration  # noqa: E402
-from utils.paper_tables import DEPTHS, MOBILENET, TABLES, PaperRow, PaperTable, registered_model_name, section_key, table_rows  # noqa: E402
-from utils.preemption import EXIT_STOPPED  # noqa: E402
-from utils.table_runs import (  # noqa: E402
+from utils.counting.complexity import count_parameters, paper_flops  # noqa: E402
+from utils.longrun.preemption import EXIT_STOPPED  # noqa: E402
+from utils.paper.report import RowResult, write_table  # noqa: E402
+from utils.paper.runs import (  # noqa: E402
     LAUNCHERS,
     TableRun,
     check_passthrough,
@@ -45,7 +44,8 @@ from utils.table_runs import (  # noqa: E402
     run_here,
     submit,
 )
-from utils.tables import RowResult, write_table  # noqa: E402
+from utils.paper.tables import DEPTHS, MOBILENET, TABLES, PaperRow, PaperTable, registered_model_name, section_key, table_rows  # noqa: E402
+from utils.training.metrics import format_duration  # noqa: E402
 
 COUNT_INPUT_SIZE = 224
 """Param. and FLOPs are counted as the paper's were, at 1x3x224x224, whatever size the runs train at."""
@@ -174,7 +174,7 @@ def setup_lines(args: argparse.Namespace, table: PaperTable, depth: Optional[int
         f"Every row{where} trained alike on `{args.data}` ({classes} classes): {epochs}, seeds {' '.join(map(str, args.seeds))}{flags}.",
         "Top-1 / Top-5: validation accuracy of each run's best epoch (log.csv; the weights model_best.pth.tar holds), "
         "mean +- sample std over the finished seeds.",
-        f"Param. / FLOPs: utils/complexity.py (the paper's 2019 thop rules) at 1x3x{COUNT_INPUT_SIZE}x{COUNT_INPUT_SIZE} and "
+        f"Param. / FLOPs: utils/counting/complexity.py (the paper's 2019 thop rules) at 1x3x{COUNT_INPUT_SIZE}x{COUNT_INPUT_SIZE} and "
         f"{classes} classes (the paper's: 1000), in the paper's units (M = 2^20, G = 2^30). Paper columns: {paper}.",
     ]
 

@@ -13,7 +13,8 @@ import torch
 from coco_sets import HEIGHT, WIDTH, coco_annotations, rectangle, write_coco_set
 from PIL import Image
 
-from utils.data import DataError, UnreadableImage, start_epoch
+from utils.data.datasets import DataError, UnreadableImage
+from utils.data.loaders import start_epoch
 from utils.detection.coco import CocoDetection, build_coco_loader, coco_split_paths, collate_detection, flip_horizontal
 from utils.distributed import DistributedContext
 

@@ -17,8 +17,8 @@ from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
 import main as main_module
-from utils.data import DeviceDecodedLoader, UnreadableImage, build_dataset, build_loader, start_epoch
-from utils.decode import (
+from utils.data.datasets import UnreadableImage, build_dataset
+from utils.data.decode import (
     IMAGE_CODEC,
     UNREADABLE,
     EncodedBatch,
@@ -31,9 +31,10 @@ from utils.decode import (
     read_encoded,
     read_rgb,
 )
+from utils.data.loaders import DeviceDecodedLoader, build_loader, start_epoch
+from utils.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CropDraw, RandomCropFlip, normalize_, resized_crop_flip
 from utils.distributed import DistributedContext
-from utils.engine import model_input
-from utils.transforms import IMAGENET_MEAN, IMAGENET_STD, CropDraw, RandomCropFlip, normalize_, resized_crop_flip
+from utils.training.engine import model_input
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 24
@@ -229,7 +230,7 @@ def test_only_complete_baseline_jpegs_are_left_to_the_device(folder):
 
 
 def test_torchcodec_is_the_codec_and_warns_of_nothing(folder):
-    """requirements.txt installs TorchCodec, so utils.decode uses it: decoding (one file, a
+    """requirements.txt installs TorchCodec, so utils.data.decode uses it: decoding (one file, a
     batch, the odd kinds) and encoding raise no DeprecationWarning, which torchvision.io would."""
     pytest.importorskip("torchcodec")
     assert IMAGE_CODEC.startswith("torchcodec ")
@@ -247,7 +248,7 @@ import sys, warnings
 sys.modules["torchcodec"] = None  # as if it were not installed: importing it raises ImportError
 sys.path.insert(0, sys.argv[1])
 import torch
-from utils.decode import IMAGE_CODEC, UNREADABLE, decode_jpegs, encode_png, read_bytes, read_rgb
+from utils.data.decode import IMAGE_CODEC, UNREADABLE, decode_jpegs, encode_png, read_bytes, read_rgb
 
 warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision are deprecated")
 paths, out = sys.argv[3:], {"codec": IMAGE_CODEC}

@@ -278,7 +278,7 @@ def test_eca_resnet50_saves_one_activation_less_per_block_than_the_original_code
 
 
 def test_conv_hooks_see_every_call():
-    """FLOP counters (utils/complexity.py) hook ``conv``: the fast path must call it as a module."""
+    """FLOP counters (utils/counting/complexity.py) hook ``conv``: the fast path must call it as a module."""
     layer = EfficientChannelAttention(8, 3)
     calls = []
     layer.conv.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))

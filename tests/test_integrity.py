@@ -37,10 +37,10 @@ from utils.checkpoint import (
     save_checkpoint,
     verify_checkpoint_file,
 )
+from utils.checkpoint.integrity import DIGEST_KEY, tensor_digest
 from utils.detection.checkpoint import classification_arch_and_k, load_detector
-from utils.integrity import DIGEST_KEY, tensor_digest
-from utils.resume import checkpoint_position, resolve_resume
-from utils.run_dir import prepare_run_dir
+from utils.longrun.resume import checkpoint_position, resolve_resume
+from utils.longrun.run_dir import prepare_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ["-a", "eca_mobilenet_v2", "--image-size", "32", "--min-scale", "1", "-b", "8", "-p", "1", "--seed", "0", "--lr", "0.01", "-j", "0"]

@@ -28,8 +28,8 @@ from test_robustness import make_images
 import main as main_module
 from utils.checkpoint import load_checkpoint_file
 from utils.distributed import DistributedContext, PeerFailedError, peer_loss_reported
-from utils.preemption import EXIT_STOPPED
-from utils.run_log import CSV_FIELDS, RunLog
+from utils.longrun.preemption import EXIT_STOPPED
+from utils.longrun.run_log import CSV_FIELDS, RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 6  # 24 training images, batch 4

@@ -1,4 +1,4 @@
-"""paramflops.py and utils/complexity.py against the paper's parameter and FLOP table."""
+"""paramflops.py and utils/counting/complexity.py against the paper's parameter and FLOP table."""
 
 import os
 import subprocess
@@ -12,15 +12,7 @@ from torch import nn
 import models
 from models.detection import detector_names
 from paramflops import kernel_label
-from utils.complexity import (
-    attention_share,
-    binary_units,
-    count_parameters,
-    measure,
-    paper_flops,
-    si_units,
-    thop_macs,
-)
+from utils.counting.complexity import attention_share, binary_units, count_parameters, measure, paper_flops, si_units, thop_macs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,7 +145,7 @@ def test_cli_bad_input_is_one_line_and_a_failure(args, message):
 
 from models.attention import create_attention  # noqa: E402
 from paramflops import count_detector, evaluate_expression, table_3  # noqa: E402
-from utils import paper_tables  # noqa: E402
+from utils.paper import tables as paper_tables  # noqa: E402
 
 
 def table2_expression(key: str, c: int, r: int = 16, k: int = 3) -> int:

@@ -16,7 +16,7 @@ import main as main_module
 import models
 from scripts.plot_attention import main as plot_main
 from utils.checkpoint import load_model
-from utils.data import build_dataset
+from utils.data.datasets import build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SIZE = 32

@@ -18,8 +18,8 @@ import models
 from scripts.benchmark import main as benchmark_main
 from scripts.benchmark import paper_fps_ratio as fps_ratio
 from scripts.run_table import main as run_table_main
-from utils.complexity import count_parameters
-from utils.paper_tables import SOTA, PaperRow, registered_model_name, table_rows
+from utils.counting.complexity import count_parameters
+from utils.paper.tables import SOTA, PaperRow, registered_model_name, table_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -6,7 +6,7 @@ import sys
 import warnings
 from typing import List, NoReturn, Optional, Union
 
-from .preemption import EXIT_STOPPED
+from utils.longrun.preemption import EXIT_STOPPED
 
 __all__ = ["UsageError", "OneLineErrorParser", "TRAINING_EXIT_STATUSES", "parse_ksize", "show_warnings_as_one_line"]
 

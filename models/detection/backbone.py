@@ -15,8 +15,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
 import models
-from models.eca import KernelSizeSpec
-from models.eca_resnet import ResNet
+from models.kernel_size import KernelSizeSpec
+from models.resnet import ResNet
 
 __all__ = ["ResNetFPN", "LastLevelP6P7FromC5", "build_resnet_fpn", "stage_channels", "FPN_CHANNELS"]
 

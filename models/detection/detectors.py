@@ -14,7 +14,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import boxes as box_ops
 
-from models.eca import KernelSizeSpec
+from models.kernel_size import KernelSizeSpec
 
 from .backbone import build_resnet_fpn
 from .mmdet_v1 import (

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from torch import nn
 
 from models.detection import BODIES, COCO_CLASSES, create_detector, detector_names
-from models.eca_resnet import RESNET_LAYOUTS, BasicBlock, Bottleneck, stage_kernel_sizes
+from models.resnet import RESNET_LAYOUTS, BasicBlock, Bottleneck, stage_kernel_sizes
 from utils.checkpoint import (
     CheckpointError,
     CheckpointWarning,

@@ -12,12 +12,12 @@ Conventions (shared with models/detection and utils/detection/coco_eval.py):
   annotations, boxes under one pixel wide or high or of zero area, and so images without a
   box left or smaller than 32 pixels. Evaluation sees every image.
 
-Problems with the files are :class:`utils.data.DataError` with one line naming the file, found
+Problems with the files are :class:`utils.data.datasets.DataError` with one line naming the file, found
 before training starts where they can be: a missing or non-COCO annotation file, missing image
 files, an id given twice, an image without a positive whole width and height, an annotation on
 an image or of a category the file does not list, an empty or inverted box. Boxes lying mostly
 outside their image are left out with one warning. An image file that cannot be decoded at run time comes back
-as :class:`utils.data.UnreadableImage`, for ``--bad-images skip|error`` as in classification;
+as :class:`utils.data.datasets.UnreadableImage`, for ``--bad-images skip|error`` as in classification;
 so does one whose size is not the one its annotations were made for.
 """
 
@@ -36,7 +36,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from utils.data import DataError, UnreadableImage, build_loader, split_unreadable
+from utils.data.datasets import DataError, UnreadableImage
+from utils.data.loaders import build_loader, split_unreadable
 from utils.distributed import DistributedContext
 
 __all__ = [
@@ -366,7 +367,7 @@ def collate_detection(
     batch: Sequence[Union[Tuple[torch.Tensor, Target], UnreadableImage]]
 ) -> Tuple[List[torch.Tensor], List[Target], List[str]]:
     """Lists of the readable images and their targets (sizes differ), plus the paths of the
-    unreadable files, as utils.data.collate_readable does for classification."""
+    unreadable files, as utils.data.loaders.collate_readable does for classification."""
     readable, unreadable = split_unreadable(batch)
     return [image for image, _ in readable], [target for _, target in readable], unreadable
 
@@ -380,7 +381,7 @@ def build_coco_loader(
     context: DistributedContext,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """utils.data.build_loader with :func:`collate_detection`: training shuffles per (seed, epoch)
-    across ranks (call utils.data.start_epoch), evaluation shards in order so that every image
+    """utils.data.loaders.build_loader with :func:`collate_detection`: training shuffles per (seed, epoch)
+    across ranks (call utils.data.loaders.start_epoch), evaluation shards in order so that every image
     is evaluated exactly once."""
     return build_loader(dataset, train, batch_size, workers, seed, context, pin_memory, collate_fn=collate_detection)

@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from utils.checkpoint import atomic_write
-from utils.data import DataError
+from utils.data.datasets import DataError
 
 __all__ = ["Result", "MASK_THRESHOLD", "detections_to_results", "merge_results", "write_results", "evaluate_coco"]
 

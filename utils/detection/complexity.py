@@ -5,7 +5,7 @@ trainable parameters, and multiply-accumulates of one 1 x 3 x 1280 x 800 image t
 detector's "dummy forward", both in SI units. Its counter (``mmdet/utils/flops_counter.py``)
 hooks every module and adds up, over every call, a per-type count; functional calls count
 nothing. These are not the classification table's rules (thop as of 2019, see
-``utils.complexity``): BatchNorm is 2 per element, a Linear layer has no addition term and a
+``utils.counting.complexity``): BatchNorm is 2 per element, a Linear layer has no addition term and a
 module called several times counts every call.
 
 The detectors here are torchvision's, whose modules sit where MMDetection v1's did except
@@ -29,8 +29,8 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.rpn import RPNHead
 
 from models import EfficientChannelAttention
-from models.eca_resnet import BasicBlock, Bottleneck
-from utils.complexity import ATTENTION_TYPES
+from models.resnet import BasicBlock, Bottleneck
+from utils.counting.complexity import ATTENTION_TYPES
 
 __all__ = [
     "MMDET_V1_RULES",

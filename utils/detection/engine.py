@@ -1,8 +1,8 @@
 """The detection training epoch, the 1x learning-rate schedule, and the COCO evaluation pass.
 
-The counterpart of :mod:`utils.engine` for torchvision's detection interface: batches are
+The counterpart of :mod:`utils.training.engine` for torchvision's detection interface: batches are
 lists of images and target dicts, the model returns a dict of losses in training and a list
-of detections in evaluation. What both loops share comes from :mod:`utils.engine` itself:
+of detections in evaluation. What both loops share comes from :mod:`utils.training.engine` itself:
 unreadable images are skipped or stop the run (``--bad-images``), and a non-finite loss is
 recorded on the device without a host sync and read where the loop syncs anyway (progress
 lines, the end of the epoch), so it stops training before anything is saved.
@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from utils.distributed import DistributedContext, all_reduce_sum, gather_objects
-from utils.engine import StepControl, optimizer_step, readable_batches, report_unreadable, set_learning_rate
-from utils.metrics import format_duration
-from utils.preemption import StopSignal
-from utils.resume import CheckpointSchedule, EpochProgress
+from utils.longrun.preemption import StopSignal
+from utils.longrun.resume import CheckpointSchedule, EpochProgress
+from utils.training.engine import StepControl, optimizer_step, readable_batches, report_unreadable, set_learning_rate
+from utils.training.metrics import format_duration
 
 from .coco import CocoDetection
 from .coco_eval import detections_to_results, evaluate_coco, merge_results
@@ -179,7 +179,7 @@ def train_one_epoch(
     and the number of ``unreadable`` files skipped. Raises NonFiniteLossError if the loss
     diverged, before the caller saves anything.
 
-    Long runs work as utils.engine.train_one_epoch's: ``resume_from`` continues an epoch a
+    Long runs work as utils.training.engine.train_one_epoch's: ``resume_from`` continues an epoch a
     mid-epoch checkpoint stopped (the loader started after its steps); with ``save_progress``
     the epoch calls it on every rank with its :class:`EpochProgress` at the steps
     ``checkpoints`` names and when ``stop`` has caught a signal, then raises TrainingStopped.

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .distributed import DistributedContext
+from utils.distributed import DistributedContext
 
 __all__ = ["select_device", "amp_settings", "wrap_model"]
 

@@ -16,8 +16,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .checkpoint import CheckpointError, CheckpointWarning, load_checkpoint_file
-from .data import start_epoch
+from utils.checkpoint import CheckpointError, CheckpointWarning, load_checkpoint_file
+from utils.data.loaders import start_epoch
 
 __all__ = [
     "EPOCH_CHECKPOINT",

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .complexity import ATTENTION_TYPES
+from utils.counting.complexity import ATTENTION_TYPES
 
 __all__ = ["attention_layers", "block_of", "GateRecorder", "last_stage"]
 

@@ -16,10 +16,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from .console import UsageError
-from .paper_tables import PaperRow
-from .resume import EPOCH_CHECKPOINT
-from .tables import RowResult
+from utils.console import UsageError
+from utils.longrun.resume import EPOCH_CHECKPOINT
+from utils.paper.report import RowResult
+from utils.paper.tables import PaperRow
 
 __all__ = [
     "LAUNCHERS",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 LAUNCHERS = ("local", "torchrun", "slurm")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SBATCH_SCRIPT = os.path.join(ROOT, "scripts", "slurm", "train.sbatch")
 
 RESERVED_MAIN_FLAGS = ("-a", "--arch", "--ksize", "--epochs", "--seed", "--output-dir", "--resume", "--evaluate", "-e", "--dummy")

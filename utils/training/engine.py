@@ -9,7 +9,7 @@ stall the GPU queue every step. Instead the first bad step is recorded on the de
 the end of the epoch, before anything is saved. Up to ``print_freq`` steps run on broken
 weights before the stop; none of them reaches a checkpoint.
 
-The same all_reduce carries rank 0's stop decision (utils.preemption): after a SIGTERM or
+The same all_reduce carries rank 0's stop decision (utils.longrun.preemption): after a SIGTERM or
 SIGUSR1 the epoch saves a mid-epoch checkpoint through the caller's ``save_progress`` and raises
 TrainingStopped. ``checkpoints`` adds mid-epoch saves every N steps; ``resume_from`` continues
 an epoch from such a checkpoint (start the loader there with ``start_epoch(loader, epoch, step)``).
@@ -21,12 +21,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .data import DataError
-from .distributed import DistributedContext, all_gather_rows, all_reduce_sum
-from .metrics import RunningTotals, format_duration
-from .preemption import StopSignal, TrainingStopped, stop_vote
-from .resume import CheckpointSchedule, EpochProgress
-from .transforms import normalize_
+from utils.data.datasets import DataError
+from utils.data.transforms import normalize_
+from utils.distributed import DistributedContext, all_gather_rows, all_reduce_sum
+from utils.longrun.preemption import StopSignal, TrainingStopped, stop_vote
+from utils.longrun.resume import CheckpointSchedule, EpochProgress
+from utils.training.metrics import RunningTotals, format_duration
 
 __all__ = [
     "NonFiniteLossError",
@@ -62,7 +62,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def model_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     """A batch on the device in the model's memory format. float32 batches (the PIL pipeline,
     --dummy) are already normalised; uint8 batches (the fast pipeline) cross as uint8, a
-    quarter of the bytes, and become float32 and normalised there (utils.transforms.normalize_)."""
+    quarter of the bytes, and become float32 and normalised there (utils.data.transforms.normalize_)."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if images.dtype != torch.uint8:
         return images.to(device, non_blocking=True, memory_format=memory_format)

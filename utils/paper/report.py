@@ -11,10 +11,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .charts import ScatterPoint, save_png, scatter_chart
-from .checkpoint import atomic_write
-from .complexity import binary_units
-from .paper_tables import PaperRow
+from utils.checkpoint import atomic_write
+from utils.counting.complexity import binary_units
+from utils.paper.charts import ScatterPoint, save_png, scatter_chart
+from utils.paper.tables import PaperRow
 
 __all__ = ["RowResult", "mean_and_spread", "format_accuracy", "markdown_lines", "csv_text", "write_table", "TABLE_FILES"]
 

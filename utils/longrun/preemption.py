@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Type
 
 import torch
 
-from .distributed import DistributedContext, all_reduce_sum
+from utils.distributed import DistributedContext, all_reduce_sum
 
 __all__ = ["EXIT_STOPPED", "STOP_SIGNALS", "StopSignal", "TrainingStopped", "stop_vote", "stop_agreed"]
 
@@ -82,7 +82,7 @@ class TrainingStopped(Exception):
 def stop_vote(stop: Optional[StopSignal], context: DistributedContext, device: torch.device) -> torch.Tensor:
     """This process's vote as a 0-d long tensor: 1 on rank 0 once a signal arrived, else 0.
 
-    Summed over the processes (alone or inside a larger all_reduce, as utils.engine does with
+    Summed over the processes (alone or inside a larger all_reduce, as utils.training.engine does with
     its non-finite-loss check) it is rank 0's decision, the same on every rank.
     """
     return torch.tensor(int(stop is not None and stop.requested is not None and context.is_main), device=device)

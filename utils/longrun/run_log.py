@@ -7,7 +7,7 @@ import os
 import time
 from typing import Dict, List, Sequence
 
-from .checkpoint import atomic_write
+from utils.checkpoint import atomic_write
 
 __all__ = ["RunLog", "CSV_FIELDS"]
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from .attention import ChannelAttention, attention_kind, create_attention
-from .eca import KernelSizeSpec, parse_kernel_sizes
 from .features import FeatureInfo, FeatureSpec
+from .kernel_size import KernelSizeSpec, parse_kernel_sizes
 
 __all__ = [
     "ResNet",

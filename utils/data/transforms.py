@@ -7,7 +7,7 @@ same seed they cut the same boxes:
 - ``pil``: the original's. PIL images are cropped and resized, then ``ToTensor`` and
   ``Normalize`` make float32 tensors in the worker. Evaluation uses it by default: released
   checkpoints reproduce their published numbers only with the exact pixels they were measured on.
-- ``fast``: uint8 tensors (TorchCodec decodes to them, see utils.decode) are cropped and
+- ``fast``: uint8 tensors (TorchCodec decodes to them, see utils.data.decode) are cropped and
   resized with ``transforms.v2``'s kernels and stay uint8 (4x fewer bytes to collate, pin and
   copy); :func:`normalize_` makes them float32 on the device. The resize is torch's uint8
   antialiased bilinear, a port of Pillow's, so pixels differ from PIL's by rounding only.
@@ -84,7 +84,7 @@ class RandomCropFlip:
     """RandomResizedCrop + RandomHorizontalFlip(0.5) on uint8 CxHxW tensors (``transforms.v2``).
 
     :meth:`draw` needs only the image's size, so a worker can draw a sample's augmentation from
-    a JPEG header and leave the pixels to the device (utils.decode); calling the transform
+    a JPEG header and leave the pixels to the device (utils.data.decode); calling the transform
     draws and applies it in one go.
     """
 

@@ -7,12 +7,12 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from .checkpoint import copy_checkpoint, remove_stale_temporaries, save_checkpoint
-from .console import UsageError
-from .distributed import DistributedContext, run_on_main
-from .preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
-from .resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, EpochProgress
-from .run_log import RunLog
+from utils.checkpoint import copy_checkpoint, remove_stale_temporaries, save_checkpoint
+from utils.console import UsageError
+from utils.distributed import DistributedContext, run_on_main
+from utils.longrun.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
+from utils.longrun.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, EpochProgress
+from utils.longrun.run_log import RunLog
 
 __all__ = ["run_directory", "prepare_run_dir", "finish_epoch", "end_epoch", "progress_saver", "report_stop"]
 

@@ -11,7 +11,7 @@ CPU (:func:`read_rgb`, a worker's ImageFolder loader): the codec decodes JPEG (b
 progressive, grayscale, CMYK) and PNG, also a PNG named .JPEG, as ImageNet has; PIL decodes what
 it cannot (other formats, 16-bit PNGs, animated GIFs) and, as in the PIL pipeline, decides that
 a file is unreadable: the OSError it raises for a truncated or corrupt file makes it an
-UnreadableImage (utils.data.SkippingImageFolder).
+UnreadableImage (utils.data.datasets.SkippingImageFolder).
 
 Device (``--decode-device``): workers only read a file's bytes and draw its crop and flip from
 the size in its JPEG header (:class:`EncodedCrops`); the main process decodes the whole batch
@@ -32,7 +32,7 @@ import torch.utils.data
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from .transforms import CropDraw, RandomCropFlip, resized_crop_flip
+from utils.data.transforms import CropDraw, RandomCropFlip, resized_crop_flip
 
 # The codec, chosen once: TorchCodec where it is installed, else torchvision.io. IMAGE_CODEC names
 # it with its version, for benchmarks and bug reports.

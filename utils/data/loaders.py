@@ -1,99 +1,37 @@
-"""Datasets, transforms and loaders: ImageNet-style ImageFolders or synthetic data of the same shape.
+"""The loaders: batches in an order that is a pure function of (seed, epoch, rank), each training
+sample's augmentation a pure function of (seed, epoch, dataset index), so that a run resumed at
+any step sees exactly the batches an uninterrupted run would have, whatever the number of
+workers (``-j``) and whichever worker drew the sample.
 
-The data order is a pure function of (seed, epoch, rank), and each training sample's
-augmentation a pure function of (seed, epoch, dataset index): a run resumed at any step sees
-exactly the batches an uninterrupted run would have, whatever the number of workers (``-j``)
-and whichever worker drew the sample.
-
-Loaders yield ``(images, targets, unreadable)``: a corrupt or truncated image file does not end
-a days-long epoch; it is dropped from its batch and its path comes back in ``unreadable``, through
-the batch itself so that it survives worker processes. The caller decides to skip or stop.
-
-Images come in two pipelines (utils.transforms): ``pil``, the original's float32 tensors, and
-``fast``, uint8 tensors decoded by TorchCodec (utils.decode) that the training loop
-normalises on the device. With ``--decode-device`` the training loader's workers hand over JPEG
-bytes and crop boxes instead, and :class:`DeviceDecodedLoader` decodes each batch on the device.
+Loaders yield ``(images, targets, unreadable)``: a corrupt or truncated image file is dropped
+from its batch and its path comes back in ``unreadable``, through the batch itself so that it
+survives worker processes. The caller decides to skip or stop. With ``--decode-device`` the
+training loader's workers hand over JPEG bytes and crop boxes instead, and
+:class:`DeviceDecodedLoader` decodes each batch on the device.
 """
 
-import os
-from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Sized, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Sized, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
-from torchvision import datasets
 
-from .decode import UNREADABLE, EncodedBatch, EncodedCrops, decode_on_device, read_encoded, read_rgb
-from .distributed import DistributedContext
-from .reproducibility import epoch_seed, sample_seed, seed_worker
-from .transforms import build_transform, fast_transform
+from utils.data.datasets import UnreadableImage
+from utils.data.decode import EncodedBatch, decode_on_device
+from utils.distributed import DistributedContext
+from utils.reproducibility import epoch_seed, sample_seed, seed_worker
 
 __all__ = [
-    "DataError",
-    "IMAGENET_TRAIN_SIZE",
-    "IMAGENET_VAL_SIZE",
-    "DATASET_PIPELINES",
-    "image_folder",
-    "build_dataset",
-    "UnreadableImage",
-    "SkippingImageFolder",
+    "IN_FLIGHT_BATCHES",
     "split_unreadable",
     "collate_readable",
     "collate_encoded",
     "DeviceDecodedLoader",
-    "SyntheticImages",
     "ShardSampler",
     "SeededSamples",
     "ResumableSampler",
     "build_loader",
     "start_epoch",
 ]
-
-IMAGENET_TRAIN_SIZE = 1_281_167
-IMAGENET_VAL_SIZE = 50_000
-
-
-class DataError(Exception):
-    """The data cannot be used; ``str()`` is one line meant for the user."""
-
-
-class SyntheticImages(Dataset):
-    """Normalised-looking random images with cyclic labels, generated per index (no disk, no decoding).
-
-    For measuring training speed without a dataset (``--dummy``); sample i is the same every time.
-    """
-
-    def __init__(self, length: int, num_classes: int, image_size: int) -> None:
-        self.length = length
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.classes = [str(c) for c in range(num_classes)]
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
-        generator = torch.Generator().manual_seed(index)
-        image = torch.randn(3, self.image_size, self.image_size, generator=generator)
-        return image, index % self.num_classes
-
-
-class UnreadableImage(NamedTuple):
-    """Stands in for a sample whose file could not be decoded."""
-
-    path: str
-
-
-class SkippingImageFolder(datasets.ImageFolder):
-    """An ImageFolder that returns an :class:`UnreadableImage` for a file its loader cannot
-    decode (corrupt, truncated, not an image) instead of raising inside a worker."""
-
-    def __getitem__(self, index: int) -> Union[Tuple[Any, int], UnreadableImage]:
-        path, target = self.samples[index]
-        try:
-            image = self.loader(path)
-        except UNREADABLE:
-            return UnreadableImage(path)
-        return self.transform(image), target
 
 
 def split_unreadable(batch: Sequence[Any]) -> Tuple[List[Any], List[str]]:
@@ -123,7 +61,7 @@ def collate_encoded(batch: Sequence[Any]) -> Tuple[EncodedBatch, torch.Tensor, L
 
 class DeviceDecodedLoader:
     """A training DataLoader of :class:`EncodedBatch`es whose batches come out decoded,
-    cropped, resized and flipped on ``device`` (utils.decode.decode_on_device): uint8 batches
+    cropped, resized and flipped on ``device`` (utils.data.decode.decode_on_device): uint8 batches
     as the fast pipeline's, plus the files that turned out unreadable there.
 
     Everything else (length, sampler, batch size, :func:`start_epoch`) is the DataLoader's.
@@ -143,37 +81,6 @@ class DeviceDecodedLoader:
         for batch, targets, unreadable in self.loader:
             images, kept, failed = decode_on_device(batch.items(), self.device)
             yield images, targets[kept], unreadable + failed
-
-
-DATASET_PIPELINES = ("fast", "pil", "encoded")
-"""``encoded``: the ``--decode-device`` training samples, for :class:`DeviceDecodedLoader`."""
-
-
-def image_folder(folder: str, train: bool, image_size: int, min_scale: float = 0.08, pipeline: str = "pil") -> SkippingImageFolder:
-    """``folder/<class>/<image>`` with the training or evaluation transform of ``pipeline`` (one
-    of :data:`DATASET_PIPELINES`)."""
-    if pipeline == "pil":
-        transform, loader = build_transform(train, image_size, min_scale), datasets.folder.default_loader
-    elif pipeline == "fast":
-        transform, loader = fast_transform(train, image_size, min_scale), read_rgb
-    else:
-        transform, loader = EncodedCrops(image_size, min_scale), read_encoded
-    return SkippingImageFolder(folder, transform, loader=loader)
-
-
-def build_dataset(
-    root: str, split: str, image_size: int, min_scale: float = 0.08, pipeline: str = "pil"
-) -> SkippingImageFolder:
-    """``root/split`` as an :func:`image_folder` with the split's transform; problems are DataErrors."""
-    if not os.path.isdir(root):
-        raise DataError(f"data directory {root} does not exist")
-    folder = os.path.join(root, split)
-    if not os.path.isdir(folder):
-        raise DataError(f"{root} has no {split}/ folder (expected {split}/<class>/<image>.JPEG)")
-    try:
-        return image_folder(folder, split == "train", image_size, min_scale, pipeline)
-    except (FileNotFoundError, RuntimeError) as error:
-        raise DataError(f"{folder}: {str(error).splitlines()[0]}") from None
 
 
 class ShardSampler(Sampler):

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .checkpoint import PathLike, atomic_write
+from utils.checkpoint import PathLike, atomic_write
 
 __all__ = ["ScatterPoint", "LineSeries", "LinePanel", "nice_ticks", "scatter_chart", "line_chart", "save_png"]
 

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from .distributed import DistributedContext, all_reduce_sum
+from utils.distributed import DistributedContext, all_reduce_sum
 
 __all__ = ["correct_topk", "RunningTotals", "format_duration"]
 

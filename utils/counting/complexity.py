@@ -28,7 +28,7 @@ from models import (
     ParameterFreeGate,
     SqueezeExcitation,
 )
-from models.eca_resnet import BasicBlock, Bottleneck
+from models.resnet import BasicBlock, Bottleneck
 
 __all__ = [
     "PAPER_RULES",

@@ -1,0 +1,1 @@
+"""Parameters and FLOPs as the ECA-Net paper counted them."""

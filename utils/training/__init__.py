@@ -1,0 +1,1 @@
+"""The training loop: one epoch, one evaluation pass, the running metrics, and where the model runs."""
