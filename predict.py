@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageColor, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 from torchvision.models import ResNet50_Weights
 from torchvision.transforms.functional import pil_to_tensor, resize, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
@@ -35,7 +35,7 @@ import models
 from models.detection import COCO_CLASSES, detector_names
 from utils.checkpoint import CheckpointError, atomic_write, extract_state_dict, load_checkpoint_file, load_model
 from utils.console import show_warnings_as_one_line
-from utils.data.decode import encode_png
+from utils.data.decode import encode_png, unreadable_reason
 from utils.data.transforms import build_transform
 from utils.detection.checkpoint import load_detector
 
@@ -48,9 +48,8 @@ def open_rgb(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        reason = "not an image file" if isinstance(error, UnidentifiedImageError) else error.strerror or str(error)
-        raise ValueError(f"cannot read image {path}: {reason}") from None
+    except OSError as error:  # UnidentifiedImageError among them
+        raise ValueError(f"cannot read image {path}: {unreadable_reason(error)}") from None
 
 
 def read_images(paths: Sequence[str], image_size: int) -> torch.Tensor:

@@ -122,7 +122,7 @@ def test_collate_and_loader_pass_unreadable_files_through(tmp_path):
     dataset = CocoDetection(image_dir, annotation_file, train=False, with_masks=True)
     loader = build_coco_loader(dataset, train=False, batch_size=3, workers=0, seed=0, context=DistributedContext())
     (images, targets, unreadable), = list(loader)
-    assert unreadable == [str(Path(image_dir) / "000000000002.jpg")]
+    assert unreadable == [f"{Path(image_dir) / '000000000002.jpg'} (not an image file)"]
     assert [t["image_id"].item() for t in targets] == [1, 3] and len(images) == 2
     assert collate_detection([dataset[1]]) == ([], [], unreadable)
 
@@ -240,7 +240,8 @@ def test_an_image_of_another_size_than_annotated_is_unreadable(tmp_path):
     image_dir, annotation_file = write_coco_set(tmp_path)
     Image.new("RGB", (WIDTH + 1, HEIGHT)).save(Path(image_dir) / "000000000002.jpg")
     dataset = CocoDetection(image_dir, annotation_file, train=False, with_masks=True)
-    assert dataset[1] == UnreadableImage(str(Path(image_dir) / "000000000002.jpg"))
+    reason = f"{WIDTH + 1} x {HEIGHT} pixels, annotated as {WIDTH} x {HEIGHT}"
+    assert dataset[1] == UnreadableImage(str(Path(image_dir) / "000000000002.jpg"), reason)
 
 
 def test_missing_image_files_are_counted_up_front(tmp_path):

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE = 24
 ODD = ("gray", "cmyk", "png", "progressive", "bmp")  # bmp: no codec reads it, PIL does
 CORRUPT = ("truncated", "garbage", "empty")
+REASONS = {"truncated": "image file is truncated (", "garbage": "not an image file", "empty": "not an image file"}  # how each reason starts
 
 
 def textured(seed, width, height):
@@ -207,10 +208,27 @@ def test_odd_files_decode_to_rgb_as_pil_does(folder, kind):
 
 
 @pytest.mark.parametrize("pipeline", ["fast", "pil", "encoded"])
-def test_corrupt_files_are_unreadable_images_in_every_pipeline(folder, pipeline):
+def test_corrupt_files_are_unreadable_images_in_every_pipeline_and_say_why(folder, pipeline):
     dataset = build_dataset(str(folder[0]), "train", SIZE, 0.3, pipeline)
     for kind in CORRUPT:
-        assert sample(dataset, folder[1][kind]) == UnreadableImage(folder[1][kind])
+        unreadable = sample(dataset, folder[1][kind])
+        assert isinstance(unreadable, UnreadableImage) and unreadable.path == folder[1][kind], kind
+        assert unreadable.reason.startswith(REASONS[kind]) and "\n" not in unreadable.reason, (kind, unreadable.reason)
+        assert str(unreadable) == f"{folder[1][kind]} ({unreadable.reason})"
+
+
+def test_a_file_gone_after_listing_is_unreadable_with_the_systems_reason(tmp_path):
+    """A file removed between the folder's listing and its loading (a cleanup job mid-epoch)."""
+    for name in ("a", "b"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        textured(0, 40, 40).save(tmp_path / "train" / name / "0.JPEG")
+    for pipeline in ("fast", "pil", "encoded"):
+        dataset = build_dataset(str(tmp_path), "train", SIZE, 0.3, pipeline)
+        gone = tmp_path / "train" / "b" / "0.JPEG"
+        content = gone.read_bytes()
+        gone.unlink()
+        assert sample(dataset, str(gone)) == UnreadableImage(str(gone), "No such file or directory"), pipeline
+        gone.write_bytes(content)
 
 
 def test_only_complete_baseline_jpegs_are_left_to_the_device(folder):
@@ -323,7 +341,7 @@ def test_decoding_on_the_device_gives_the_fast_pipelines_batches(folder):
     for (images, targets, unreadable), (expected, expected_targets, expected_unreadable) in zip(on_device, fast):
         assert images.dtype == torch.uint8 and torch.equal(images, expected)
         assert targets == expected_targets and unreadable == expected_unreadable
-    assert sorted(sum((u for _, _, u in fast), [])) == sorted(2 * [folder[1][kind] for kind in CORRUPT])
+    assert [file.split(" (")[0] for file in sorted(sum((u for _, _, u in fast), []))] == sorted(2 * [folder[1][kind] for kind in CORRUPT])
     assert not torch.equal(fast[0][0], fast[per_epoch][0])
 
 
@@ -336,7 +354,7 @@ def test_a_file_the_device_cannot_decode_falls_back_to_the_cpu_or_is_reported(fo
     broken = EncodedCrop(torch.tensor(list(b"\xff\xd8 not a jpeg \xff\xd9"), dtype=torch.uint8), draw, SIZE, "broken.JPEG")
     worker_decoded = torch.zeros(3, SIZE, SIZE, dtype=torch.uint8)
     images, kept, failed = decode_on_device([good, broken, worker_decoded, png], torch.device("cpu"))
-    assert kept == [0, 2, 3] and failed == ["broken.JPEG"]
+    assert kept == [0, 2, 3] and failed == ["broken.JPEG (not an image file)"]
     assert torch.equal(images[0], resized_crop_flip(read_rgb(ordinary), draw, SIZE))
     assert torch.equal(images[1], worker_decoded)
     assert torch.equal(images[2], resized_crop_flip(read_rgb(special["png"]), draw, SIZE))
@@ -361,5 +379,7 @@ def test_main_trains_with_the_pil_pipeline_and_evaluates_with_the_fast_one(folde
             "--seed", "0", "--train-pipeline", "pil", "--eval-pipeline", "fast", "--output-dir", str(tmp_path / "run")]
     assert main_module.main(argv) == 0
     out = capsys.readouterr().out
-    assert "Epoch: [0] skipped 3 unreadable image file(s)" in out and " * Prec@1 " in out
+    assert "Epoch: [0] skipped 3 unreadable image file(s), e.g. " in out and " * Prec@1 " in out
+    example = out.split("Epoch: [0] skipped 3 unreadable image file(s), e.g. ")[1].splitlines()[0]
+    assert any(example.startswith(f"{folder[1][kind]} ({REASONS[kind]}") for kind in CORRUPT), example
 

@@ -226,7 +226,7 @@ def _set_box(box):
         (lambda root: _edit_train_annotations(root, _set_box([3.0, 4.0, -5.0, 10.0])),
          "has an inverted box [3.0, 4.0, -5.0, 10.0]"),
         (lambda root: sorted((root / "train2017").iterdir())[0].write_bytes(b"\xff\xd8 truncated"),
-         "cannot read image"),
+         ".jpg (not an image file) (--bad-images skip would skip it)"),
     ],
     ids=["missing-annotations", "not-json", "not-coco", "missing-image", "empty-box", "inverted-box", "unreadable-image"],
 )

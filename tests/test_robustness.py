@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import main as main_module
 from scripts.make_demo_data import CLASSES, render
@@ -250,13 +251,17 @@ def test_unusable_data_is_one_line_before_training(data, run_dir, tmp_path, caps
 
 @pytest.fixture
 def corrupt_data(data, tmp_path):
-    """The tiny set with one truncated JPEG and one file that is not an image at all."""
+    """The tiny set with one truncated JPEG and one file that is not an image at all; returns the
+    root and each bad file as the reports should show it, ``PATH (REASON)``: for the truncated
+    JPEG the message PIL itself raises when it loads the file."""
     root = tmp_path / "corrupt"
     shutil.copytree(data, root)
     truncated, garbage = sorted((root / "train" / CLASS_NAMES[0]).iterdir())[1:3]
     truncated.write_bytes(truncated.read_bytes()[:200])
     garbage.write_bytes(b"not a jpeg")
-    return root, sorted([str(truncated), str(garbage)])
+    with pytest.raises(OSError) as pil_error, Image.open(truncated) as image:
+        image.load()
+    return root, sorted([f"{truncated} ({pil_error.value})", f"{garbage} (not an image file)"])
 
 
 def test_unreadable_images_are_skipped_and_counted_across_workers(corrupt_data, run_dir, capsys):
@@ -269,12 +274,12 @@ def test_unreadable_images_are_skipped_and_counted_across_workers(corrupt_data, 
     assert load_checkpoint_file(run / "checkpoint.pth.tar")["epoch"] == 2
 
 
-def test_bad_images_error_stops_naming_the_file(corrupt_data, run_dir, capsys):
+def test_bad_images_error_stops_naming_the_file_and_why(corrupt_data, run_dir, capsys):
     root, bad = corrupt_data
     run, before = run_dir
     code, _, err = run_in_process(capsys, root, *TINY, "-j", "1", "--bad-images", "error", *resume_args(run))
     assert_one_line_error(code, err, 2, "cannot read image ")
-    assert err.split("cannot read image ")[1].split(" ")[0] in bad
+    assert any(f"cannot read image {file} (--bad-images skip would skip it)" in err for file in bad), err
     assert snapshot(run) == before
 
 

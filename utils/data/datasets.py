@@ -3,17 +3,18 @@
 Images come in two pipelines (utils.data.transforms): ``pil``, the original's float32 tensors, and
 ``fast``, uint8 tensors decoded by TorchCodec (utils.data.decode) that the training loop
 normalises on the device. A file that cannot be decoded becomes an :class:`UnreadableImage`
-instead of an exception, so that one corrupt file does not end a days-long epoch.
+(utils.data.decode's, which keeps the decoder's message) instead of an exception, so that one
+corrupt file does not end a days-long epoch.
 """
 
 import os
-from typing import Any, NamedTuple, Tuple, Union
+from typing import Any, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from utils.data.decode import UNREADABLE, EncodedCrops, read_encoded, read_rgb
+from utils.data.decode import UNREADABLE, EncodedCrops, UnreadableImage, read_encoded, read_rgb, unreadable_reason
 from utils.data.transforms import build_transform, fast_transform
 
 __all__ = [
@@ -59,12 +60,6 @@ class SyntheticImages(Dataset):
         return image, index % self.num_classes
 
 
-class UnreadableImage(NamedTuple):
-    """Stands in for a sample whose file could not be decoded."""
-
-    path: str
-
-
 class SkippingImageFolder(datasets.ImageFolder):
     """An ImageFolder that returns an :class:`UnreadableImage` for a file its loader cannot
     decode (corrupt, truncated, not an image) instead of raising inside a worker."""
@@ -73,8 +68,8 @@ class SkippingImageFolder(datasets.ImageFolder):
         path, target = self.samples[index]
         try:
             image = self.loader(path)
-        except UNREADABLE:
-            return UnreadableImage(path)
+        except UNREADABLE as error:
+            return UnreadableImage(path, unreadable_reason(error))
         return self.transform(image), target
 
 

@@ -11,7 +11,8 @@ CPU (:func:`read_rgb`, a worker's ImageFolder loader): the codec decodes JPEG (b
 progressive, grayscale, CMYK) and PNG, also a PNG named .JPEG, as ImageNet has; PIL decodes what
 it cannot (other formats, 16-bit PNGs, animated GIFs) and, as in the PIL pipeline, decides that
 a file is unreadable: the OSError it raises for a truncated or corrupt file makes it an
-UnreadableImage (utils.data.datasets.SkippingImageFolder).
+:class:`UnreadableImage` (utils.data.datasets.SkippingImageFolder), which keeps the error's
+message (:func:`unreadable_reason`) for the report of skipped files and ``--bad-images error``.
 
 Device (``--decode-device``): workers only read a file's bytes and draw its crop and flip from
 the size in its JPEG header (:class:`EncodedCrops`); the main process decodes the whole batch
@@ -29,7 +30,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.data
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
 
 from utils.data.transforms import CropDraw, RandomCropFlip, resized_crop_flip
@@ -58,6 +59,8 @@ except ImportError:
 __all__ = [
     "IMAGE_CODEC",
     "UNREADABLE",
+    "unreadable_reason",
+    "UnreadableImage",
     "read_bytes",
     "decode_rgb",
     "read_rgb",
@@ -75,6 +78,30 @@ __all__ = [
 
 UNREADABLE = (OSError, ValueError, SyntaxError)
 """What PIL raises for undecodable files (and ValueError for an empty one here)."""
+
+
+def unreadable_reason(error: BaseException) -> str:
+    """Why a file is unreadable, in one line that does not repeat its path (the report names it):
+    PIL's "cannot identify image file <_io.BytesIO object at 0x...>" says only that it is no
+    image PIL knows, and an OSError of the file system has its strerror."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+class UnreadableImage(NamedTuple):
+    """Stands in for a sample whose file could not be decoded, and says why. ``str()`` is
+    ``PATH (REASON)``, the form the loaders hand over, so that the report of skipped files and
+    ``--bad-images error`` show the reason without knowing of this record."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
 
 
 def read_bytes(path: str) -> torch.Tensor:
@@ -252,7 +279,8 @@ def decode_jpegs(data: List[torch.Tensor], device: torch.device) -> List[Optiona
 def decode_on_device(
     items: Sequence[Union[EncodedCrop, torch.Tensor]], device: torch.device
 ) -> Tuple[torch.Tensor, List[int], List[str]]:
-    """(uint8 batch on ``device``, positions in ``items`` it holds, paths of unreadable files).
+    """(uint8 batch on ``device``, positions in ``items`` it holds, ``PATH (REASON)`` of each
+    unreadable file).
 
     EncodedCrops are decoded in one batch on ``device``, then cropped, resized and flipped
     there; tensors (decoded by the workers) are copied as they are. A file the device cannot
@@ -268,8 +296,8 @@ def decode_on_device(
         if image is None:
             try:
                 image = decode_rgb(item.data).to(device)
-            except UNREADABLE:
-                failed.append(item.path)
+            except UNREADABLE as error:
+                failed.append(str(UnreadableImage(item.path, unreadable_reason(error))))
                 continue
         images[position] = resized_crop_flip(image, item.draw, item.size)
     kept = [position for position, image in enumerate(images) if image is not None]

@@ -4,8 +4,8 @@ any step sees exactly the batches an uninterrupted run would have, whatever the 
 workers (``-j``) and whichever worker drew the sample.
 
 Loaders yield ``(images, targets, unreadable)``: a corrupt or truncated image file is dropped
-from its batch and its path comes back in ``unreadable``, through the batch itself so that it
-survives worker processes. The caller decides to skip or stop. With ``--decode-device`` the
+from its batch and comes back in ``unreadable`` as ``PATH (REASON)`` (the decoder's message),
+through the batch itself so that it survives worker processes. The caller decides to skip or stop. With ``--decode-device`` the
 training loader's workers hand over JPEG bytes and crop boxes instead, and
 :class:`DeviceDecodedLoader` decodes each batch on the device.
 """
@@ -15,8 +15,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Sized, Tup
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
-from utils.data.datasets import UnreadableImage
-from utils.data.decode import EncodedBatch, decode_on_device
+from utils.data.decode import EncodedBatch, UnreadableImage, decode_on_device
 from utils.distributed import DistributedContext
 from utils.reproducibility import epoch_seed, sample_seed, seed_worker
 
@@ -35,13 +34,13 @@ __all__ = [
 
 
 def split_unreadable(batch: Sequence[Any]) -> Tuple[List[Any], List[str]]:
-    """(the readable samples, the paths of the unreadable ones)."""
-    unreadable = [sample.path for sample in batch if isinstance(sample, UnreadableImage)]
+    """(the readable samples, ``PATH (REASON)`` of each unreadable one)."""
+    unreadable = [str(sample) for sample in batch if isinstance(sample, UnreadableImage)]
     return [sample for sample in batch if not isinstance(sample, UnreadableImage)], unreadable
 
 
 def collate_readable(batch: Sequence[Any]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
-    """Default collation of the readable samples, plus the paths of the unreadable ones.
+    """Default collation of the readable samples, plus ``PATH (REASON)`` of the unreadable ones.
 
     A batch with no readable sample has zero images, for the caller to skip.
     """
@@ -164,7 +163,7 @@ def build_loader(
     augmentation (:class:`SeededSamples`); evaluation loaders shard in order. Workers persist
     across epochs.
 
-    Batches are ``(images, targets, unreadable paths)``; see :func:`collate_readable`, the
+    Batches are ``(images, targets, unreadable files)``; see :func:`collate_readable`, the
     default ``collate_fn`` (detection passes one that keeps images and targets as lists).
     ``decode_device``: the dataset is the ``encoded`` pipeline's, decoded there
     (:class:`DeviceDecodedLoader`).

@@ -17,8 +17,8 @@ before training starts where they can be: a missing or non-COCO annotation file,
 files, an id given twice, an image without a positive whole width and height, an annotation on
 an image or of a category the file does not list, an empty or inverted box. Boxes lying mostly
 outside their image are left out with one warning. An image file that cannot be decoded at run time comes back
-as :class:`utils.data.datasets.UnreadableImage`, for ``--bad-images skip|error`` as in classification;
-so does one whose size is not the one its annotations were made for.
+as :class:`utils.data.datasets.UnreadableImage` with the decoder's message, for ``--bad-images skip|error``
+as in classification; so does one whose size is not the one its annotations were made for.
 """
 
 import contextlib
@@ -36,7 +36,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from utils.data.datasets import DataError, UnreadableImage
+from utils.data.datasets import DataError
+from utils.data.decode import UNREADABLE, UnreadableImage, unreadable_reason
 from utils.data.loaders import build_loader, split_unreadable
 from utils.distributed import DistributedContext
 
@@ -337,10 +338,11 @@ class CocoDetection(Dataset):
         try:
             with Image.open(path) as file:
                 if file.size != (info["width"], info["height"]):  # its boxes and masks would not fit it
-                    return UnreadableImage(path)
+                    width, height = file.size
+                    return UnreadableImage(path, f"{width} x {height} pixels, annotated as {info['width']} x {info['height']}")
                 image = pil_to_tensor(file.convert("RGB")).float().div_(255)
-        except (OSError, ValueError, SyntaxError):  # what PIL raises for undecodable files
-            return UnreadableImage(path)
+        except UNREADABLE as error:
+            return UnreadableImage(path, unreadable_reason(error))
         target = self._target(image_id, info)
         if self.flip_prob and torch.rand(()).item() < self.flip_prob:
             image, target = flip_horizontal(image, target)
@@ -366,8 +368,8 @@ class CocoDetection(Dataset):
 def collate_detection(
     batch: Sequence[Union[Tuple[torch.Tensor, Target], UnreadableImage]]
 ) -> Tuple[List[torch.Tensor], List[Target], List[str]]:
-    """Lists of the readable images and their targets (sizes differ), plus the paths of the
-    unreadable files, as utils.data.loaders.collate_readable does for classification."""
+    """Lists of the readable images and their targets (sizes differ), plus ``PATH (REASON)`` of
+    the unreadable files, as utils.data.loaders.collate_readable does for classification."""
     readable, unreadable = split_unreadable(batch)
     return [image for image, _ in readable], [target for _, target in readable], unreadable
 
