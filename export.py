@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import models
-from utils.checkpoint import CheckpointError, load_model
-from utils.console import OneLineErrorParser, UsageError, show_warnings_as_one_line
+from utils.checkpoint import load_model
+from utils.console import OneLineErrorParser, UsageError, exit_status_of, show_warnings_as_one_line
 from utils.export import (
     DEFAULT_OPSET,
     EXPORT_REQUIREMENTS,
     FORMATS,
     ONNX_EXPORTERS,
-    ExportError,
     export_model,
     missing_export_packages,
 )
@@ -106,14 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
     show_warnings_as_one_line("export.py: warning")
     warnings.filterwarnings("ignore", module="torch")  # exporters' internal deprecation notices
-    try:
-        return run(args)
-    except (UsageError, CheckpointError) as error:
-        print(f"export.py: error: {error}", file=sys.stderr)
-        return 2
-    except ExportError as error:
-        print(f"export.py: error: {error}", file=sys.stderr)
-        return 1
+    return exit_status_of(lambda: run(args), "export.py: error")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 import models
 from models.detection import COCO_CLASSES, detector_names
-from utils.checkpoint import CheckpointError, atomic_write, extract_state_dict, load_checkpoint_file, load_model
-from utils.console import show_warnings_as_one_line
+from utils.checkpoint import atomic_write, extract_state_dict, load_checkpoint_file, load_model
+from utils.console import exit_status_of, show_warnings_as_one_line
 from utils.data.decode import encode_png, unreadable_reason
 from utils.data.transforms import build_transform
 from utils.detection.checkpoint import load_detector
@@ -210,23 +210,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    show_warnings_as_one_line("predict: warning")
-    try:
-        if holds_detector(args.weights, args.arch):
-            return detect(args)
-        images = read_images(args.images, args.image_size)
-        model, _ = load_model(args.weights, arch=args.arch)
-    except (ValueError, CheckpointError, OSError) as error:  # bad input: a damaged checkpoint, an unreadable image, an unwritable --out-dir
-        print(f"predict: {error}", file=sys.stderr)
-        return 2
+def predict(args: argparse.Namespace) -> int:
+    """Detect objects with a detector, else print each image's top classes."""
+    if holds_detector(args.weights, args.arch):
+        return detect(args)
+    images = read_images(args.images, args.image_size)
+    model, _ = load_model(args.weights, arch=args.arch)
     device = torch.device(args.device)
     model = model.to(device).eval()
     with torch.inference_mode():
         probabilities = model(images.to(device)).softmax(dim=1).cpu()
     print("\n".join(format_predictions(path, p, args.topk) for path, p in zip(args.images, probabilities)))
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    show_warnings_as_one_line("predict: warning")
+    # bad input: a damaged checkpoint, an unreadable image (ValueError), an unwritable --out-dir (OSError)
+    return exit_status_of(lambda: predict(args), "predict", bad_input=(ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -1,30 +1,75 @@
-"""How the command-line tools talk to their users: one-line errors for bad input, one-line
-warnings, the exit statuses of the training scripts, and the command-line form of k."""
+"""How the command-line tools talk to their users: one-line errors for bad input and the exit
+status each error ends a tool with, one-line warnings, the exit statuses of the training
+scripts, and the command-line form of k."""
 
 import argparse
 import sys
 import warnings
-from typing import List, NoReturn, Optional, Union
+from typing import Callable, List, NoReturn, Optional, Tuple, Type, Union
 
-from utils.longrun.preemption import EXIT_STOPPED
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_BAD_INPUT",
+    "EXIT_STOPPED",
+    "OneLineError",
+    "UsageError",
+    "OneLineErrorParser",
+    "TRAINING_EXIT_STATUSES",
+    "exit_status_of",
+    "parse_ksize",
+    "show_warnings_as_one_line",
+]
 
-__all__ = ["UsageError", "OneLineErrorParser", "TRAINING_EXIT_STATUSES", "parse_ksize", "show_warnings_as_one_line"]
+EXIT_FAILED = 1
+"""The work failed: training diverged, a file could not be written, a peer process was lost, an export did not match."""
+
+EXIT_BAD_INPUT = 2
+"""The input cannot be used: arguments, data or checkpoint files (argparse's own status for a bad command line)."""
+
+EXIT_STOPPED = 75
+"""Exit status after a signal stop with its checkpoint saved: sysexits' EX_TEMPFAIL, "try again
+later". scripts/slurm/train.sbatch requeues the job on it."""
 
 
-class UsageError(Exception):
+class OneLineError(Exception):
+    """An error meant for the user: ``str()`` is one line, ``exit_status`` the status the tool
+    exits with. Each kind says its own status, so that every tool maps it alike (:func:`exit_status_of`)."""
+
+    exit_status = EXIT_FAILED
+
+
+class UsageError(OneLineError):
     """A bad command line or input; ``str()`` is one line meant for the user."""
+
+    exit_status = EXIT_BAD_INPUT
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line on stderr, not the usage block: the full help is one ``--help`` away."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def exit_status_of(
+    action: Callable[[], int], prefix: str, bad_input: Tuple[Type[Exception], ...] = ()
+) -> int:
+    """Run a tool's ``action`` and return its exit status: the action's own, or, for a
+    :class:`OneLineError` (or one of ``bad_input``, exceptions the tool reads its input with, such
+    as OSError), the error's, after one line ``<prefix>: <error>`` on stderr instead of a traceback."""
+    try:
+        return action()
+    except OneLineError as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return error.exit_status
+    except bad_input as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 TRAINING_EXIT_STATUSES = f"""exit status:
   0   done
-  1   training diverged (non-finite loss), or a checkpoint could not be written (disk full, ...)
-  2   bad input: arguments, data or checkpoint files
+  {EXIT_FAILED}   training diverged (non-finite loss), or a checkpoint could not be written (disk full, ...)
+  {EXIT_BAD_INPUT}   bad input: arguments, data or checkpoint files
   {EXIT_STOPPED}  stopped by SIGTERM or SIGUSR1 after saving a checkpoint of that step: continue with --resume auto
 """
 """The ``--help`` epilog of main.py and detect.py, which share their exits."""

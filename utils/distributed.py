@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.constants import default_pg_timeout
 
+from utils.console import OneLineError
+
 __all__ = [
     "DistributedContext",
     "PeerFailedError",
@@ -114,7 +116,7 @@ def gather_objects(value: Any, context: DistributedContext) -> List[Any]:
     return gathered
 
 
-class PeerFailedError(Exception):
+class PeerFailedError(OneLineError):
     """Another process failed at a step all processes share; ``str()`` is one line meant for the user."""
 
 

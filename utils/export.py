@@ -16,6 +16,8 @@ from typing import Callable, List, Sequence, Union
 import torch
 from torch import nn
 
+from utils.console import OneLineError
+
 __all__ = [
     "FORMATS",
     "ONNX_EXPORTERS",
@@ -39,7 +41,7 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
-class ExportError(Exception):
+class ExportError(OneLineError):
     """The export or its check failed; ``str()`` is one line meant for the user."""
 
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from utils.console import EXIT_BAD_INPUT, EXIT_FAILED, OneLineError
+
 from .integrity import DIGEST_KEY, IntegrityError, UnreadableArchive, check_archive, implausible_tensor, tensor_digest
 
 __all__ = [
@@ -56,12 +58,16 @@ _UNSAFE_OPERATIONS = ("reduce for unrecognized function", "Can only create new o
 as opposed to a file that is simply not a pickle."""
 
 
-class CheckpointError(Exception):
+class CheckpointError(OneLineError):
     """A checkpoint cannot be used as asked; ``str()`` is one line meant for the user."""
+
+    exit_status = EXIT_BAD_INPUT
 
 
 class CheckpointSaveError(CheckpointError):
     """A checkpoint could not be written (disk full, no permission, ...); the previous file is intact."""
+
+    exit_status = EXIT_FAILED
 
 
 class CheckpointWarning(UserWarning):

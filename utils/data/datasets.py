@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 
+from utils.console import EXIT_BAD_INPUT, OneLineError
 from utils.data.decode import UNREADABLE, EncodedCrops, UnreadableImage, read_encoded, read_rgb, unreadable_reason
 from utils.data.transforms import build_transform, fast_transform
 
@@ -35,8 +36,10 @@ IMAGENET_TRAIN_SIZE = 1_281_167
 IMAGENET_VAL_SIZE = 50_000
 
 
-class DataError(Exception):
+class DataError(OneLineError):
     """The data cannot be used; ``str()`` is one line meant for the user."""
+
+    exit_status = EXIT_BAD_INPUT
 
 
 class SyntheticImages(Dataset):

@@ -19,13 +19,10 @@ from typing import Optional, Sequence, Type
 
 import torch
 
+from utils.console import EXIT_STOPPED
 from utils.distributed import DistributedContext, all_reduce_sum
 
 __all__ = ["EXIT_STOPPED", "STOP_SIGNALS", "StopSignal", "TrainingStopped", "stop_vote", "stop_agreed"]
-
-EXIT_STOPPED = 75
-"""Exit status after a signal stop with its checkpoint saved: sysexits' EX_TEMPFAIL, "try again
-later". scripts/slurm/train.sbatch requeues the job on it."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from utils.console import OneLineError
 from utils.data.datasets import DataError
 from utils.data.transforms import normalize_
 from utils.distributed import DistributedContext, all_gather_rows, all_reduce_sum
@@ -44,7 +45,7 @@ __all__ = [
 Log = Callable[[str], None]
 
 
-class NonFiniteLossError(Exception):
+class NonFiniteLossError(OneLineError):
     """Training diverged (the loss became inf or nan); ``str()`` is one line meant for the user."""
 
 
