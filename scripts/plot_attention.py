@@ -1,5 +1,5 @@
-"""The mean channel gate of an attention network's blocks for a few classes, as a PNG: the
-poster's picture of the channel weights ECA and SE learn.
+"""The mean channel gate of an attention network's blocks for a few classes, as a chart (PNG and
+PDF): the poster's picture of the channel weights ECA and SE learn.
 
     python scripts/plot_attention.py --weights eca_resnet50_k3557.pth.tar /data/imagenet --classes 4
     python scripts/plot_attention.py --weights runs/se/model_best.pth.tar /data/imagenet \\
@@ -27,7 +27,7 @@ from utils.checkpoint import CheckpointError, CheckpointSaveError, atomic_write,
 from utils.console import OneLineErrorParser, UsageError, show_warnings_as_one_line  # noqa: E402
 from utils.data.datasets import DataError, SkippingImageFolder, build_dataset  # noqa: E402
 from utils.data.loaders import collate_readable  # noqa: E402
-from utils.paper.charts import LinePanel, LineSeries, line_chart, save_png  # noqa: E402
+from utils.paper.charts import LinePanel, LineSeries, chart_paths, line_chart, save_chart  # noqa: E402
 from utils.paper.gates import GateRecorder, attention_layers, block_of, last_stage  # noqa: E402
 
 DEFAULT_CLASSES = 4
@@ -56,7 +56,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("-b", "--batch-size", type=_positive_int, default=32)
     parser.add_argument("-j", "--workers", type=int, default=2, metavar="N", help="data-loading workers (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--out", default="gates.png", metavar="FILE", help="the PNG (default gates.png)")
+    parser.add_argument("--out", default="gates.png", metavar="FILE",
+                        help="the chart's PNG; its PDF goes beside, NAME.pdf (default gates.png)")
     parser.add_argument("--csv", metavar="FILE", help="also write the mean gates as CSV: block, layer, class, channel, gate")
     args = parser.parse_args(argv)
     if args.workers < 0:
@@ -128,6 +129,10 @@ def plot(args: argparse.Namespace) -> int:
         device = torch.device(args.device)
     except RuntimeError:
         raise UsageError(f"--device {args.device}: expected cpu or cuda") from None
+    try:
+        chart_paths(args.out)
+    except ValueError as error:
+        raise UsageError(f"--out {error}") from None
     model, info = load_model(args.weights)
     layers = attention_layers(model)
     if not layers:
@@ -145,15 +150,16 @@ def plot(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     names = wanted_layers or last_stage(recorder.areas)
     means = {layer: {name: recorder.mean_gate(layer, targets, dataset.class_to_idx[name]) for name in classes} for layer in names}
-    panels = [
+    y_label = f"mean gate, up to {args.images_per_class} images a class"
+    panels = [  # gates are sigmoids: on 0..1 every panel compares with the others at a glance
         LinePanel(f"{block_of(layer)}: {type(layers[layer]).__name__}, {len(next(iter(by_class.values())))} channels",
-                  [LineSeries(name, gate.tolist()) for name, gate in by_class.items()])
+                  [LineSeries(name, gate.tolist()) for name, gate in by_class.items()], y_label, (0.0, 1.0))
         for layer, by_class in means.items()
     ]
-    save_png(line_chart(panels, "channel index", f"mean gate over up to {args.images_per_class} images a class"), args.out)
+    png, pdf = save_chart(line_chart(panels, "channel index"), args.out)
     if args.csv:
         atomic_write(args.csv, lambda handle: handle.write(csv_text(means).encode()))
-    print(f"=> {args.out}: {info['arch']}, {len(panels)} block(s) ({', '.join(block_of(layer) for layer in names)}), "
+    print(f"=> {png} and {pdf}: {info['arch']}, {len(panels)} block(s) ({', '.join(block_of(layer) for layer in names)}), "
           f"{len(classes)} classes, {len(targets)} images at {image_size} px" + (f"; {args.csv}" if args.csv else ""))
     return 0
 

@@ -9,8 +9,10 @@
 TABLE is variants (Table 2), sota (Table 3 at --depth), kernel-size (Figure 4) or mobilenet
 (Table 3's MobileNetV2 rows). Each row and seed is one main.py run in its own run directory,
 OUT/runs/<row>/seed<S>, with the same recipe: --epochs, the seed, and the main.py flags after
---. OUT/table.md, table.csv and table.png are rewritten after every run. Interrupted, the same
-command continues: finished runs are skipped and an unfinished one resumes (--resume auto).
+--. OUT/table.md, table.csv and the table's chart, table.png and table.pdf (the paper's Figure 1,
+Top-1 against parameters with circle area = FLOPs; Figure 4, Top-1 against k, for kernel-size),
+are rewritten after every run. Interrupted, the same command continues: finished runs are
+skipped and an unfinished one resumes (--resume auto).
 """
 
 import argparse
@@ -32,7 +34,7 @@ from utils.checkpoint import CheckpointSaveError, atomic_write  # noqa: E402
 from utils.console import OneLineErrorParser, UsageError, parse_ksize  # noqa: E402
 from utils.counting.complexity import count_parameters, paper_flops  # noqa: E402
 from utils.longrun.preemption import EXIT_STOPPED  # noqa: E402
-from utils.paper.report import RowResult, write_table  # noqa: E402
+from utils.paper.report import RowResult, TableChart, accuracy_figure, kernel_size_figure, write_table  # noqa: E402
 from utils.paper.runs import (  # noqa: E402
     LAUNCHERS,
     TableRun,
@@ -44,12 +46,32 @@ from utils.paper.runs import (  # noqa: E402
     run_here,
     submit,
 )
-from utils.paper.tables import DEPTHS, MOBILENET, TABLES, PaperRow, PaperTable, registered_model_name, section_key, table_rows  # noqa: E402
+from utils.paper.tables import (  # noqa: E402
+    DEPTHS,
+    KERNEL_SIZE,
+    MOBILENET,
+    MOBILENET_TABLE,
+    SOTA,
+    TABLES,
+    VARIANTS,
+    PaperRow,
+    PaperTable,
+    registered_model_name,
+    section_key,
+    table_rows,
+)
 from utils.training.metrics import format_duration  # noqa: E402
 
 COUNT_INPUT_SIZE = 224
 """Param. and FLOPs are counted as the paper's were, at 1x3x224x224, whatever size the runs train at."""
 SLURM_JOBS = "slurm_jobs.csv"
+CHARTS: Dict[str, TableChart] = {
+    VARIANTS.key: accuracy_figure,
+    SOTA.key: accuracy_figure,
+    MOBILENET_TABLE.key: accuracy_figure,
+    KERNEL_SIZE.key: kernel_size_figure,
+}
+"""Each table drawn as the paper draws its numbers: Figure 1's accuracy against parameters, or Figure 4's against k."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +285,7 @@ def run(args: argparse.Namespace, passthrough: Sequence[str]) -> int:
     setup = setup_lines(args, table, depth, classes, passthrough)
 
     def write() -> None:
-        paths = write_table(args.out, title, setup, results(planned, counts, args.epochs), table.notes)
+        paths = write_table(args.out, title, setup, results(planned, counts, args.epochs), table.notes, CHARTS[table.key])
         print(f"=> wrote {', '.join(paths)}", flush=True)
 
     if args.collect:

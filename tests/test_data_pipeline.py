@@ -4,14 +4,12 @@ they draw, normalising on the device, the files ImageNet really has (grayscale, 
 
 import io
 import math
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_code
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
@@ -36,7 +34,6 @@ from utils.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CropDraw, RandomC
 from utils.distributed import DistributedContext
 from utils.training.engine import model_input
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZE = 24
 ODD = ("gray", "cmyk", "png", "progressive", "bmp")  # bmp: no codec reads it, PIL does
 CORRUPT = ("truncated", "garbage", "empty")
@@ -264,12 +261,11 @@ def test_torchcodec_is_the_codec_and_warns_of_nothing(folder):
 _FALLBACK = """
 import sys, warnings
 sys.modules["torchcodec"] = None  # as if it were not installed: importing it raises ImportError
-sys.path.insert(0, sys.argv[1])
 import torch
 from utils.data.decode import IMAGE_CODEC, UNREADABLE, decode_jpegs, encode_png, read_bytes, read_rgb
 
 warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision are deprecated")
-paths, out = sys.argv[3:], {"codec": IMAGE_CODEC}
+paths, out = sys.argv[2:], {"codec": IMAGE_CODEC}
 for path in paths:
     try:
         out[path] = read_rgb(path)
@@ -277,7 +273,7 @@ for path in paths:
         out[path] = type(error).__name__
 out["batch"] = decode_jpegs([read_bytes(path) for path in paths], torch.device("cpu"))
 out["png"] = encode_png(out[paths[0]])
-torch.save(out, sys.argv[2])
+torch.save(out, sys.argv[1])
 """
 
 
@@ -287,8 +283,7 @@ def test_without_torchcodec_torchvision_io_decodes_the_same_pixels(folder, tmp_p
     decodes to the image it encoded."""
     root, special = folder
     paths = [str(root / "train" / "a" / "0.JPEG")] + [special[kind] for kind in ODD + CORRUPT]
-    result = subprocess.run([sys.executable, "-c", _FALLBACK, str(ROOT), str(tmp_path / "out.pt"), *paths],
-                            capture_output=True, text=True, timeout=300)
+    result = run_code(_FALLBACK, tmp_path / "out.pt", *paths)
     assert result.returncode == 0, result.stderr
     fallback = torch.load(tmp_path / "out.pt")
     assert fallback["codec"].startswith("torchvision.io ")

@@ -1,14 +1,12 @@
 """scripts/plot_attention.py on real checkpoints: the gates it plots are the sigmoid outputs the
-layers compute (checked against hooks on ECA's conv and SE's second layer), per class, as a PNG
-and CSV; bad input is one line and exit 2."""
+layers compute (checked against hooks on ECA's conv and SE's second layer), per class, as a chart
+(PNG and PDF) and CSV; bad input is one line and exit 2."""
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script
 from PIL import Image
 from test_robustness import CLASS_NAMES, make_images
 
@@ -18,7 +16,6 @@ from scripts.plot_attention import main as plot_main
 from utils.checkpoint import load_model
 from utils.data.datasets import build_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SIZE = 32
 
 
@@ -70,17 +67,16 @@ def read_gates(path):
     }
 
 
-def test_the_last_stage_of_eca_per_class_as_png_and_csv(eca_checkpoint, data, tmp_path):
+def test_the_last_stage_of_eca_per_class_as_png_pdf_and_csv(eca_checkpoint, data, tmp_path):
     png, table = tmp_path / "gates.png", tmp_path / "gates.csv"
-    result = subprocess.run(
-        [sys.executable, "scripts/plot_attention.py", "--weights", str(eca_checkpoint), str(data), "--classes", "3", "-j", "0",
-         "--out", str(png), "--csv", str(table)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    result = run_script("scripts/plot_attention.py", "--weights", eca_checkpoint, data, "--classes", 3, "-j", 0,
+                        "--out", png, "--csv", table)
     assert result.returncode == 0, result.stderr
-    assert f"=> {png}: eca_resnet18, 2 block(s) (layer4.0, layer4.1), 3 classes, 6 images at {IMAGE_SIZE} px" in result.stdout
+    pdf = tmp_path / "gates.pdf"
+    assert f"=> {png} and {pdf}: eca_resnet18, 2 block(s) (layer4.0, layer4.1), 3 classes, 6 images at {IMAGE_SIZE} px" in result.stdout
     with Image.open(png) as image:
         assert (image.format, image.size) == ("PNG", (900, 2 * 320))
+    assert pdf.read_bytes().startswith(b"%PDF-")
     plotted = read_gates(table)
     expected = hooked_gates(eca_checkpoint, data, lambda name, module: module if name.endswith(".eca.conv") else None)
     assert list(plotted) == ["layer4.0.eca", "layer4.1.eca"]
@@ -117,13 +113,15 @@ def test_chosen_blocks_and_classes_of_an_se_network(data, tmp_path):
         (["--classes", "nope"], "--classes: {data}/val has no class 'nope'"),
         (["--classes", "7"], "--classes 7: {data}/val has 3 classes"),
         (["--split", "test"], "{data} has no test/ folder"),
+        (["--out", "{tmp}/g.svg"], "--out {tmp}/g.svg: a chart is written as PNG and PDF; name it NAME.png (NAME.pdf goes beside)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(extra, message, eca_checkpoint, data, tmp_path, capsys):
+    extra = [arg.format(tmp=tmp_path) for arg in extra]
     assert plot_main(["--weights", str(eca_checkpoint), str(data), "-j", "0", "--out", str(tmp_path / "g.png"), *extra]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"plot_attention.py: error: {message.format(data=data)}"), err
-    assert not (tmp_path / "g.png").exists()
+    assert err.count("\n") == 1 and err.startswith(f"plot_attention.py: error: {message.format(data=data, tmp=tmp_path)}"), err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_network_without_attention_is_one_line(data, tmp_path, capsys):

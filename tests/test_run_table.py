@@ -7,10 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, run_script, start_script
 from PIL import Image
 from test_robustness import make_images
 
@@ -18,11 +18,10 @@ import models
 from scripts.benchmark import main as benchmark_main
 from scripts.benchmark import paper_fps_ratio as fps_ratio
 from scripts.run_table import main as run_table_main
+from utils.checkpoint import load_checkpoint_file
 from utils.counting.complexity import count_parameters
 from utils.paper.tables import SOTA, PaperRow, registered_model_name, table_rows
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # 3 classes x 4 training images at batch 4: 3 steps an epoch, a step checkpoint after each but the last
 MAIN_FLAGS = ["-j", "0", "-b", "4", "--image-size", "32", "--min-scale", "1", "-p", "1", "--lr", "0.01", "--checkpoint-every", "1"]
 ROWS = [("resnet", "resnet18", "ResNet-18"), ("eca_net", "eca_resnet18", "ECA-Net-18")]
@@ -33,8 +32,9 @@ def data(tmp_path_factory):
     return make_images(tmp_path_factory.mktemp("shapes"), train_per_class=4, val_per_class=2)
 
 
-def command(data, out, *extra):
-    return [sys.executable, "scripts/run_table.py", "sota", str(data), "--depth", "18", "--rows", "resnet", "eca_net",
+def table_args(data, out, *extra):
+    """run_table.py's arguments for the two rows of the tiny table."""
+    return ["sota", str(data), "--depth", "18", "--rows", "resnet", "eca_net",
             "--epochs", "1", "--out", str(out), *extra, "--", *MAIN_FLAGS]
 
 
@@ -50,10 +50,11 @@ def read_csv(path):
 
 @pytest.fixture(scope="module")
 def continued(data, tmp_path_factory):
-    """The table killed (SIGKILL, with its main.py) in the second row's second step, then the same command again."""
+    """The table killed (SIGKILL, with its main.py) in the second row's second step, then the same command again;
+    also the step of the checkpoint the kill left (1, or 2 where the second step's save was quicker than the kill)."""
     out = tmp_path_factory.mktemp("table")
-    first = subprocess.Popen(command(data, out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+    first = start_script("scripts/run_table.py", *table_args(data, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
     lines, in_second_row = [], False
     try:
         for line in first.stdout:
@@ -71,14 +72,14 @@ def continued(data, tmp_path_factory):
     first_output = "".join(lines)
     assert in_second_row, first_output[-3000:]
     first_row = files(out / "runs" / "resnet" / "seed0")
-    assert (out / "runs" / "eca_net" / "seed0" / "checkpoint_step.pth.tar").exists()
-    second = subprocess.run(command(data, out), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    killed_at_step = load_checkpoint_file(out / "runs" / "eca_net" / "seed0" / "checkpoint_step.pth.tar")["step"]
+    second = run_script("scripts/run_table.py", *table_args(data, out), timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    return out, first_output, first_row, second
+    return out, first_output, first_row, second, killed_at_step
 
 
-def test_two_rows_make_the_table_in_markdown_csv_and_png(continued, data):
-    out, _, _, _ = continued
+def test_two_rows_make_the_table_in_markdown_csv_and_a_png_and_pdf_chart(continued, data):
+    out, *_ = continued
     rows = read_csv(out / "table.csv")
     assert [(row["row"], row["model"], row["label"], row["status"], row["seeds"]) for row in rows] == [
         (key, arch, label, "done", "1") for key, arch, label in ROWS
@@ -99,25 +100,28 @@ def test_two_rows_make_the_table_in_markdown_csv_and_png(continued, data):
     assert f"| ECA-Net-18 | `eca_resnet18` | 10.66M | 1.70G | {top1} |" in markdown
     with Image.open(out / "table.png") as image:
         assert (image.format, image.size) == ("PNG", (800, 600))
+    assert (out / "table.pdf").read_bytes().startswith(b"%PDF-")
 
 
 def test_a_killed_table_continues_skipping_finished_rows_and_resuming_the_unfinished_one(continued):
-    out, first_output, first_row, second = continued
+    out, first_output, first_row, second, killed_at_step = continued
     assert "=> row 1/2 resnet (resnet18) seed 0: training, 2 of 2 runs left, ETA after the first run" in first_output
     assert "=> row 2/2 eca_net (eca_resnet18) seed 0: training, 1 of 2 runs left, ETA 0:" in first_output
     assert "=> row 1/2 resnet (resnet18) seed 0: finished, skipped" in second.stdout
     assert "=> row 2/2 eca_net (eca_resnet18) seed 0: training, 1 of 1 runs left" in second.stdout
-    assert f"=> resumed {out / 'runs' / 'eca_net' / 'seed0' / 'checkpoint_step.pth.tar'} at epoch 0, step 1/3" in second.stdout
+    assert killed_at_step in (1, 2)
+    resumed = out / "runs" / "eca_net" / "seed0" / "checkpoint_step.pth.tar"
+    assert f"=> resumed {resumed} at epoch 0, step {killed_at_step}/3" in second.stdout
     assert files(out / "runs" / "resnet" / "seed0") == first_row
 
 
-def test_collect_builds_the_same_table_from_the_run_directories_and_trains_nothing(continued, data, capsys):
-    out, _, _, _ = continued
-    written = {name: (out / name).read_bytes() for name in ("table.md", "table.csv")}
+def test_collect_builds_the_same_table_and_chart_from_the_run_directories_and_trains_nothing(continued, data, capsys):
+    out, *_ = continued
+    written = {name: (out / name).read_bytes() for name in ("table.md", "table.csv", "table.png", "table.pdf")}
     runs = {key: files(out / "runs" / key / "seed0") for key, _, _ in ROWS}
     for name in written:
         (out / name).unlink()
-    assert run_table_main(command(data, out, "--collect")[2:]) == 0
+    assert run_table_main(table_args(data, out, "--collect")) == 0
     assert "Epoch:" not in capsys.readouterr().out
     assert {name: (out / name).read_bytes() for name in written} == written
     assert {key: files(out / "runs" / key / "seed0") for key, _, _ in ROWS} == runs
@@ -153,6 +157,7 @@ def test_slurm_submits_one_job_per_row_and_seed_once(data, tmp_path, monkeypatch
     assert submissions == expected
     assert f"=> k3 seed 1: submitted as job 1 ({out / 'runs' / 'k3' / 'seed1'})" in capsys.readouterr().out
     assert [row["status"] for row in read_csv(out / "table.csv")] == ["pending", "pending"]
+    assert (out / "table.png").exists() and (out / "table.pdf").exists()  # Figure 4, saying that no run has finished
 
     assert run_table_main(argv) == 0
     assert log.read_text().splitlines() == expected

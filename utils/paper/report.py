@@ -1,5 +1,6 @@
-"""A paper table rebuilt from this project's runs, written as Markdown, CSV and a PNG (Top-1
-against parameters, as the paper's Figure 1), the paper's numbers beside ours.
+"""A paper table rebuilt from this project's runs, written as Markdown and CSV, the paper's numbers
+beside ours, and drawn as the paper draws it (PNG and PDF): Top-1 against parameters with circle
+area = FLOPs (Figure 1), or Top-1 against the kernel size k (Figure 4).
 
 Every file is written atomically: a table rewritten after each row is always whole.
 """
@@ -11,14 +12,27 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from matplotlib.figure import Figure
+
 from utils.checkpoint import atomic_write
 from utils.counting.complexity import binary_units
-from utils.paper.charts import ScatterPoint, save_png, scatter_chart
+from utils.paper.charts import KernelSizePoint, ReferenceLine, ScatterPoint, accuracy_chart, kernel_size_chart, save_chart
 from utils.paper.tables import PaperRow
 
-__all__ = ["RowResult", "mean_and_spread", "format_accuracy", "markdown_lines", "csv_text", "write_table", "TABLE_FILES"]
+__all__ = [
+    "RowResult",
+    "TableChart",
+    "mean_and_spread",
+    "format_accuracy",
+    "markdown_lines",
+    "csv_text",
+    "accuracy_figure",
+    "kernel_size_figure",
+    "write_table",
+    "TABLE_FILES",
+]
 
-TABLE_FILES = ("table.md", "table.csv", "table.png")
+TABLE_FILES = ("table.md", "table.csv", "table.png", "table.pdf")
 
 CSV_FIELDS = (
     "row", "label", "model", "ksize", "status", "seeds", "params", "params_exact", "flops", "flops_exact",
@@ -141,20 +155,50 @@ def csv_text(results: Sequence[RowResult]) -> str:
     return text.getvalue()
 
 
-def _points(results: Sequence[RowResult]) -> List[ScatterPoint]:
+TableChart = Callable[[Sequence[RowResult], str], Figure]
+"""Draws a table's finished rows under a title: :func:`accuracy_figure` or :func:`kernel_size_figure`."""
+
+
+def accuracy_figure(results: Sequence[RowResult], title: str) -> Figure:
+    """The paper's Figure 1 from a table's rows: Top-1 against parameters, circle area = FLOPs, the spread over seeds as error bars."""
     points = []
     for result in results:
         summary = mean_and_spread(result.top1)
         if summary is not None and result.params is not None:
-            points.append(ScatterPoint(result.params / 2**20, summary[0], result.label, summary[1]))
-    return points
+            points.append(ScatterPoint(result.params / 2**20, summary[0], result.label, summary[1], result.flops,
+                                       "" if result.flops is None else binary_units(result.flops)))
+    return accuracy_chart(points, title, "Parameters (M = 2^20)", "Top-1 (%)")
 
 
-def write_table(out_dir: str, title: str, setup: Sequence[str], results: Sequence[RowResult], notes: Sequence[str]) -> List[str]:
-    """table.md, table.csv and table.png in ``out_dir``, each replaced whole; their paths."""
+def _fixed_k(ksize: str) -> int:
+    """The one k of a per-stage --ksize that repeats it ('5555' -> 5)."""
+    if len(set(ksize)) != 1 or not ksize.isdigit():
+        raise ValueError(f"--ksize {ksize} has no single k")
+    return int(ksize[0])
+
+
+def kernel_size_figure(results: Sequence[RowResult], title: str) -> Figure:
+    """The paper's Figure 4 from a table's rows: Top-1 at each fixed k and the adaptive k; a row without
+    a --ksize (SENet) is a horizontal line."""
+    points, references = [], []
+    for result in results:
+        summary = mean_and_spread(result.top1)
+        if summary is None:
+            continue
+        ksize = result.row.ksize
+        if ksize is None:
+            references.append(ReferenceLine(result.label, *summary))
+        else:
+            points.append(KernelSizePoint(None if ksize == "adaptive" else _fixed_k(ksize), *summary))
+    series = next((result.model for result in results if result.row.ksize and result.model), "")
+    return kernel_size_chart(points, references, series, title)
+
+
+def write_table(out_dir: str, title: str, setup: Sequence[str], results: Sequence[RowResult], notes: Sequence[str],
+                chart: TableChart) -> List[str]:
+    """table.md, table.csv, and the ``chart`` as table.png and table.pdf in ``out_dir``, each replaced whole; their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    markdown, table_csv, png = (os.path.join(out_dir, name) for name in TABLE_FILES)
+    markdown, table_csv, png, _ = (os.path.join(out_dir, name) for name in TABLE_FILES)
     atomic_write(markdown, lambda handle: handle.write(("\n".join(markdown_lines(title, setup, results, notes)) + "\n").encode()))
     atomic_write(table_csv, lambda handle: handle.write(csv_text(results).encode()))
-    save_png(scatter_chart(_points(results), title, "Parameters (M = 2^20)", "Top-1 (%)"), png)
-    return [markdown, table_csv, png]
+    return [markdown, table_csv, *save_chart(chart(results, title), png)]
