@@ -3,22 +3,19 @@ line, and the demo's generated set. Real JPEGs and annotation files in a tempora
 
 import filecmp
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from coco_sets import HEIGHT, WIDTH, coco_annotations, rectangle, write_coco_set
+from helpers import run_script
 from PIL import Image
 
 from utils.data.datasets import DataError, UnreadableImage
 from utils.data.loaders import start_epoch
 from utils.detection.coco import CocoDetection, build_coco_loader, coco_split_paths, collate_detection, flip_horizontal
 from utils.distributed import DistributedContext
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -258,8 +255,9 @@ def test_missing_image_files_are_counted_up_front(tmp_path):
 
 def test_demo_set_is_reproducible_and_well_formed(tmp_path):
     def make(root):
-        command = [sys.executable, "scripts/make_demo_coco.py", str(root), "--train-images", "12", "--val-images", "4", "--seed", "3"]
-        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        result = run_script("scripts/make_demo_coco.py", root, "--train-images", 12, "--val-images", 4, "--seed", 3)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
 
     assert "wrote 12 + 4 images" in make(tmp_path / "a")
     make(tmp_path / "b")

@@ -8,12 +8,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script, start_script
 from PIL import Image
 
 import detect
@@ -21,7 +21,6 @@ from models.detection import COCO_CLASSES, create_detector
 from utils.checkpoint import load_checkpoint_file
 from utils.detection.checkpoint import mmdet_v1_to_torchvision
 
-ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SMALL = [
     "--min-size", "64", "--max-size", "64",
@@ -34,9 +33,8 @@ TINY = ["-a", "maskrcnn_eca_resnet18_fpn", *SMALL, "-b", "4", "-j", "0", "-p", "
 AP_LINE = re.compile(r"^ \* (bbox|segm) AP (\d+\.\d) AP50 (\d+\.\d) AP75 (\d+\.\d)$", re.M)
 
 
-def run_script(*args, module=("detect.py",)):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *module, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def run_detect(*args):
+    return run_script("detect.py", *args, timeout=600)
 
 
 def read_log(run_dir):
@@ -48,11 +46,8 @@ def read_log(run_dir):
 def coco(tmp_path_factory):
     """The demo's generator at 64 x 64 pixels: 8 training and 4 validation images of five shape classes."""
     root = tmp_path_factory.mktemp("coco")
-    result = subprocess.run(
-        [sys.executable, "scripts/make_demo_coco.py", root, "--train-images", "8", "--val-images", "4",
-         "--min-size", "64", "--max-size", "64", "--seed", "0"],
-        cwd=ROOT, capture_output=True, text=True,
-    )
+    result = run_script("scripts/make_demo_coco.py", root, "--train-images", 8, "--val-images", 4, "--min-size", 64, "--max-size", 64,
+                        "--seed", 0)
     assert result.returncode == 0, result.stderr
     return root
 
@@ -61,7 +56,7 @@ def coco(tmp_path_factory):
 def trained(coco, tmp_path_factory):
     """Two epochs of an ECA-ResNet-18 Mask R-CNN, evaluated after the last: the run directory and its output."""
     run_dir = tmp_path_factory.mktemp("run")
-    result = run_script(coco, *TINY, "--lr", "0.01", "--epochs", "2", "--eval-interval", "2", "--output-dir", run_dir)
+    result = run_detect(coco, *TINY, "--lr", "0.01", "--epochs", "2", "--eval-interval", "2", "--output-dir", run_dir)
     assert result.returncode == 0, result.stderr
     return run_dir, result
 
@@ -92,7 +87,7 @@ def test_training_lowers_the_loss_and_evaluates_with_pycocotools(trained):
 
 def test_evaluating_the_checkpoint_gives_the_training_runs_numbers(trained, coco, tmp_path):
     run_dir, result = trained
-    evaluation = run_script(coco, "--evaluate", "--resume", run_dir / "checkpoint.pth.tar", "-b", "4", "-j", "0", "--output-dir", tmp_path)
+    evaluation = run_detect(coco, "--evaluate", "--resume", run_dir / "checkpoint.pth.tar", "-b", "4", "-j", "0", "--output-dir", tmp_path)
     assert evaluation.returncode == 0, evaluation.stderr
     assert AP_LINE.findall(evaluation.stdout) == AP_LINE.findall(result.stdout)
     assert (tmp_path / "detections_val.json").is_file()
@@ -101,10 +96,8 @@ def test_evaluating_the_checkpoint_gives_the_training_runs_numbers(trained, coco
 def test_sigterm_stops_with_a_step_checkpoint_and_resume_auto_is_exact(trained, coco, tmp_path):
     """Exact resume: SIGTERM during the first epoch leaves a checkpoint of that step (exit 75); the
     same command with --resume auto then ends with bitwise the weights of the uninterrupted run."""
-    command = [sys.executable, "detect.py", str(coco), *TINY, "--lr", "0.01", "--epochs", "2", "--eval-interval", "2",
-               "--output-dir", str(tmp_path), "--resume", "auto"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [coco, *TINY, "--lr", "0.01", "--epochs", "2", "--eval-interval", "2", "--output-dir", tmp_path, "--resume", "auto"]
+    process = start_script("detect.py", *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in process.stdout:
         if line.startswith("Epoch: [0][0/2]"):
             process.send_signal(signal.SIGTERM)
@@ -114,7 +107,7 @@ def test_sigterm_stops_with_a_step_checkpoint_and_resume_auto_is_exact(trained, 
     assert "saved" in out and "continue with --resume auto (exit status 75)" in out
     assert os.path.exists(tmp_path / "checkpoint_step.pth.tar") and not os.path.exists(tmp_path / "checkpoint.pth.tar")
 
-    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    resumed = run_detect(*command)
     assert resumed.returncode == 0, resumed.stderr
     assert "=> resumed" in resumed.stdout and ", step " in resumed.stdout
     straight = load_checkpoint_file(trained[0] / "checkpoint.pth.tar")["state_dict"]
@@ -126,8 +119,8 @@ def test_sigterm_stops_with_a_step_checkpoint_and_resume_auto_is_exact(trained, 
 
 def test_torchrun_trains_on_two_processes_with_one_checkpoint(coco, tmp_path):
     result = run_script(
-        "--standalone", "--nproc_per_node", "2", "detect.py", coco, *TINY, "--epochs", "1", "--output-dir", tmp_path,
-        module=("-m", "torch.distributed.run"),
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2, "detect.py", coco, *TINY, "--epochs", 1,
+        "--output-dir", tmp_path, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes (gloo)" in result.stdout
@@ -156,7 +149,7 @@ def write_released_mask_rcnn(path: Path) -> None:
 def test_a_released_mmdetection_v1_file_evaluates_with_no_flags(coco, tmp_path):
     released = tmp_path / "maskrcnnecanet50k3377bs8_lr0.01.pth"
     write_released_mask_rcnn(released)
-    result = run_script(coco, "--evaluate", "--resume", released, *SMALL, "-b", "4", "-j", "0", "--output-dir", tmp_path)
+    result = run_detect(coco, "--evaluate", "--resume", released, *SMALL, "-b", "4", "-j", "0", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "maskrcnn_eca_resnet50_fpn" in result.stdout
     assert [match[0] for match in AP_LINE.findall(result.stdout)] == ["bbox", "segm"]
@@ -171,7 +164,7 @@ def test_predict_draws_the_detections_of_a_checkpoint(trained, coco, tmp_path):
     weights = tmp_path / "crosses.pth.tar"
     torch.save(checkpoint, weights)
     image = sorted((coco / "val2017").iterdir())[0]
-    result = run_script("--weights", weights, image, "--out-dir", tmp_path / "out", module=("predict.py",))
+    result = run_script("predict.py", "--weights", weights, image, "--out-dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     png = tmp_path / "out" / f"{image.stem}_detections.png"

@@ -11,15 +11,13 @@ import importlib
 import json
 import re
 import shlex
-import subprocess
-import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, NamedTuple, Set, Tuple
 
 import pytest
+from helpers import ROOT, run_code
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCRIPTS = ["main.py", "detect.py", "paramflops.py", "export.py", "predict.py"] + sorted(
     path.relative_to(ROOT).as_posix() for path in (ROOT / "scripts").glob("*.py")
@@ -158,7 +156,7 @@ def help_options(scripts: List[str]) -> Dict[str, FrozenSet[str]]:
     """The options of scripts that build their parser inline, from their --help, in one process apart from this one."""
     if not scripts:
         return {}
-    result = subprocess.run([sys.executable, "-c", HELP_RUNNER, *scripts], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_code(HELP_RUNNER, *scripts)
     assert result.returncode == 0, result.stderr.strip()
     helps = json.loads(result.stdout)
     failed = [f"{script} --help exited with {status}" for script, (status, _) in helps.items() if status not in (0, None)]

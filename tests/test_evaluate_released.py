@@ -1,17 +1,15 @@
 """scripts/evaluate_released.py on a folder of checkpoints in the released format and a tiny val/ tree."""
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, run_script
 from PIL import Image
 
 import models
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "evaluate_released.py"
 VAL_IMAGES = {"n01440764": 3, "n01443537": 1, "n01484850": 1}  # 5 images; class 0 holds 3 of them
 
@@ -52,9 +50,7 @@ def setup(tmp_path_factory) -> dict:
 
 
 def test_folder_of_checkpoints_gives_one_row_each(setup):
-    command = [sys.executable, str(SCRIPT), str(setup["released"]), "--data", str(setup["data"]),
-               "--image-size", "32", "-b", "8", "-j", "0"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = run_script(SCRIPT, setup["released"], "--data", setup["data"], "--image-size", 32, "-b", 8, "-j", 0)
     assert result.returncode == 2, result.stderr  # one checkpoint cannot be read
     header, *rows = result.stdout.splitlines()
     assert header.split()[:5] == ["checkpoint", "arch", "k", "top-1", "top-5"]

@@ -18,13 +18,12 @@ import functools
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_script, script_env
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -33,7 +32,6 @@ from models import EfficientChannelAttention
 from utils.checkpoint import CheckpointWarning, load_model
 from utils.export import export_model, load_exported, serialize
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGE = 32
 CLASSES = 5
 
@@ -386,9 +384,8 @@ def released_file(tmp_path_factory):
     return path, model
 
 
-def export_cli(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "export.py"), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+def export_cli(*args, env=None) -> subprocess.CompletedProcess:
+    return run_script("export.py", *args, env=env, timeout=600)
 
 
 @pytest.mark.parametrize(
@@ -445,9 +442,6 @@ def test_export_cli_names_the_requirements_when_onnx_is_missing(released_file, t
     hide = tmp_path / "hide"
     hide.mkdir()
     (hide / "sitecustomize.py").write_text("import sys\nsys.modules['onnxruntime'] = None\n")
-    env = {**os.environ, "PYTHONPATH": str(hide)}
-    command = [sys.executable, str(ROOT / "export.py"), "--weights", str(released_file[0]), "--format", "onnx",
-               "--out", str(tmp_path / "m.onnx")]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    done = export_cli("--weights", released_file[0], "--format", "onnx", "--out", tmp_path / "m.onnx", env=script_env(PYTHONPATH=str(hide)))
     assert done.returncode == 2
     assert done.stderr == "export.py: error: onnx export needs onnxruntime: pip install -r requirements-export.txt\n"

@@ -8,18 +8,15 @@ scripts/verify_checkpoints.py."""
 import bisect
 import importlib.util
 import itertools
-import os
 import random
 import shutil
 import struct
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
 from coco_sets import write_coco_set
+from helpers import ROOT, run_script
 from PIL import Image
 from test_robustness import make_images
 
@@ -42,7 +39,6 @@ from utils.detection.checkpoint import classification_arch_and_k, load_detector
 from utils.longrun.resume import checkpoint_position, resolve_resume
 from utils.longrun.run_dir import prepare_run_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 RUN = ["-a", "eca_mobilenet_v2", "--image-size", "32", "--min-scale", "1", "-b", "8", "-p", "1", "--seed", "0", "--lr", "0.01", "-j", "0"]
 """A 2.2M-parameter model on twelve 32 x 32 JPEGs: an 18 MB checkpoint (weights and momentum), two steps per epoch."""
 SEED = 20200617
@@ -164,9 +160,7 @@ def test_main_py_refuses_a_damaged_checkpoint_and_evaluates_nothing(data, damage
 
 
 def test_a_damaged_checkpoint_is_one_line_from_a_real_process(data, damaged):
-    command = [sys.executable, "main.py", str(data), "--evaluate", "--resume", str(damaged), *RUN]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    result = run_script("main.py", data, "--evaluate", "--resume", damaged, *RUN)
     assert result.returncode == 2
     assert result.stderr.startswith(f"main.py: error: {damaged} is damaged: its record ") and result.stderr.count("\n") == 1
     assert result.stderr.endswith(f"{CRC_FAILURE}\n") and " * Prec@1" not in result.stdout
@@ -361,8 +355,7 @@ def test_verify_script_prints_one_line_per_file_and_fails_if_any_is_bad(first_ep
                              "tensors finite, BatchNorm running variances non-negative")  # fmt: skip
     assert lines[2].endswith(": legacy format: no checksum recorded; tensors finite, BatchNorm running variances non-negative")
 
-    command = [sys.executable, "scripts/verify_checkpoints.py", *map(str, good), str(damaged), str(tmp_path / "missing.pth")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_script("scripts/verify_checkpoints.py", *good, damaged, tmp_path / "missing.pth")
     assert result.returncode == 1
     *oks, bad_damaged, bad_missing = result.stdout.splitlines()
     assert oks == lines and result.stderr == ""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, run_script, script_env, start_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_robustness import make_images
 
@@ -31,7 +32,6 @@ from utils.distributed import DistributedContext, PeerFailedError, peer_loss_rep
 from utils.longrun.preemption import EXIT_STOPPED
 from utils.longrun.run_log import CSV_FIELDS, RunLog
 
-ROOT = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 6  # 24 training images, batch 4
 EPOCHS = 2
 RUN = [
@@ -39,12 +39,11 @@ RUN = [
     "--lr", "0.01", "--epochs", EPOCHS, "--resume", "auto", "--checkpoint-every", "4",
 ]
 TIMING_COLUMNS = {"train_images_per_s", "epoch_seconds"}
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Runs in this process use one thread, as the subprocesses (OMP_NUM_THREADS=1): the thread
+    """Runs in this process use one thread, as the subprocesses (helpers.script_env): the thread
     count can change how a convolution sums, and so the last bits of the weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -60,10 +59,6 @@ def data(tmp_path_factory):
 
 def command(data, run_dir, workers=0, extra=()):
     return [str(data), *map(str, RUN), "-j", str(workers), "--output-dir", str(run_dir), *map(str, extra)]
-
-
-def start(argv, **kwargs):
-    return subprocess.Popen([sys.executable, "main.py", *argv], cwd=ROOT, env=ENV, text=True, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +101,7 @@ def stop_with_signals(argv, at_line, first, second):
     """Start main.py, send ``first`` after its ``at_line``-th progress line, then ``second``
     every few milliseconds until it exits (so some arrive while it writes its checkpoint);
     returns (exit code, output)."""
-    process = start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = start_script("main.py", *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines = []
 
     def keep_signalling():
@@ -162,7 +157,7 @@ def test_signals_at_random_steps_then_resume_auto_end_bitwise_as_the_uninterrupt
 
 def test_kill_9_after_a_mid_epoch_checkpoint_then_resume_auto_ends_bitwise_as_the_uninterrupted_run(data, uninterrupted, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    process = start(command(data, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_script("main.py", *command(data, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while process.poll() is None and not (run_dir / "checkpoint_step.pth.tar").exists():
             time.sleep(0.001)
@@ -234,8 +229,7 @@ def test_a_save_that_fails_for_lack_of_space_keeps_the_previous_checkpoint(data,
     shutil.copytree(uninterrupted, run_dir)
     before = {name: (run_dir / name).read_bytes() for name in ("checkpoint.pth.tar", "model_best.pth.tar")}
     argv = command(data, run_dir, extra=["--epochs", 3, "--checkpoint-every", 1000])
-    result = subprocess.run([sys.executable, "main.py", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                            timeout=300, preexec_fn=_limit_file_size)
+    result = run_script("main.py", *argv, preexec_fn=_limit_file_size)
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
     assert errors == [
@@ -273,15 +267,14 @@ TWO_PROCESSES = ["-b", 8, "--checkpoint-every", 2]
 
 
 def torchrun(data, run_dir, launcher_flags=()):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher_flags,
+    return ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher_flags,
             "main.py", *command(data, run_dir, extra=TWO_PROCESSES)]
 
 
 def run_torchrun(argv, kill_a_worker_when=None):
     """torchrun's (exit code, output); with ``kill_a_worker_when``, rank 0's worker is killed with
     SIGKILL as soon as that condition holds. Whatever happens, no process of it outlives the test."""
-    launcher = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+    launcher = start_script(*argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         if kill_a_worker_when is not None:
             while launcher.poll() is None and not kill_a_worker_when():
@@ -366,11 +359,11 @@ def test_the_slurm_script_stops_on_usr1_requeues_and_the_requeued_job_finishes_t
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    env = {
-        **ENV, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}", "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
-        "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NUM_NODES": "1", "GPUS_PER_NODE": "2",
-        "MASTER_PORT": str(free_port()), "DATA": str(data), "ARCH": "eca_mobilenet_v2", "RUN_DIR": str(run_dir), "CHECKPOINT_EVERY": "2",
-    }
+    env = script_env(
+        PATH=f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}", SCONTROL_LOG=str(tmp_path / "scontrol.log"),
+        SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="node1", SLURM_JOB_NUM_NODES="1", GPUS_PER_NODE="2",
+        MASTER_PORT=str(free_port()), DATA=str(data), ARCH="eca_mobilenet_v2", RUN_DIR=str(run_dir), CHECKPOINT_EVERY="2",
+    )
     flags = [str(arg) for arg in [*RUN[2:RUN.index("--resume")], "-j", 0, "-b", 8]]
 
     def job(signal_after_line=None):

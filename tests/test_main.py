@@ -4,24 +4,21 @@ import csv
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script
 
 import main as main_module
 import models
 from utils.checkpoint import load_checkpoint_file
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["-a", "eca_resnet18", "--image-size", "32", "--min-scale", "1", "-b", "8", "-j", "0", "-p", "2", "--seed", "0"]
 
 
-def run_main(*args, cwd=ROOT, module=("main.py",)):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *module, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+def run_main(*args):
+    return run_script("main.py", *args)
 
 
 def read_log(run_dir):
@@ -38,10 +35,7 @@ def reported_prec1(stdout):
 def shapes(tmp_path_factory):
     """The demo's generator at a tiny size: 10 classes, 4 training and 2 validation JPEGs each."""
     root = tmp_path_factory.mktemp("shapes")
-    result = subprocess.run(
-        [sys.executable, "scripts/make_demo_data.py", root, "--size", "32", "--train-per-class", "4", "--val-per-class", "2"],
-        cwd=ROOT, capture_output=True, text=True,
-    )
+    result = run_script("scripts/make_demo_data.py", root, "--size", 32, "--train-per-class", 4, "--val-per-class", 2)
     assert result.returncode == 0, result.stderr
     assert len(list(root.glob("train/*/*.jpg"))) == 40 and len(list(root.glob("val/*/*.jpg"))) == 20
     return root
@@ -121,9 +115,9 @@ def test_a_released_checkpoint_evaluates_with_no_ksize(shapes, tmp_path):
 
 
 def test_torchrun_trains_on_two_processes_with_one_checkpoint(shapes, tmp_path):
-    result = run_main(
-        "--standalone", "--nproc_per_node", "2", "main.py", shapes, *TINY, "--epochs", "1", "--output-dir", tmp_path,
-        module=("-m", "torch.distributed.run"),
+    result = run_script(
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2,
+        "main.py", shapes, *TINY, "--epochs", 1, "--output-dir", tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes (gloo)" in result.stdout

@@ -1,20 +1,16 @@
 """paramflops.py and utils/counting/complexity.py against the paper's parameter and FLOP table."""
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script
 from torch import nn
 
 import models
 from models.detection import detector_names
 from paramflops import kernel_label
 from utils.counting.complexity import attention_share, binary_units, count_parameters, measure, paper_flops, si_units, thop_macs
-
-ROOT = Path(__file__).resolve().parent.parent
 
 PAPER_TABLE = [
     # arch, k, params, FLOPs, as the original README prints them (ECA-Net152: see the README)
@@ -28,12 +24,7 @@ PAPER_TABLE = [
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    # One small image gains nothing from intra-op threads, and on a busy 2-core machine
-    # OpenMP's spinning threads make each forward pass tens of times slower.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "paramflops.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    return run_script("paramflops.py", *args)
 
 
 @pytest.mark.parametrize("arch, k, params, flops", PAPER_TABLE, ids=[row[0] for row in PAPER_TABLE])

@@ -5,12 +5,12 @@ read back from the PNG files it writes."""
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_script
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -18,7 +18,6 @@ import models
 import predict as predict_script
 from models.detection import create_detector
 
-ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"  (\d)\. +(\d+\.\d\d)%  (.+) \((\d+)\)")
 BIAS = {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0, 4: 0.5}  # every other class: 0
 
@@ -42,8 +41,7 @@ def files(tmp_path_factory) -> dict:
 
 
 def predict(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "predict.py"), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return run_script("predict.py", *args)
 
 
 def test_top5_names_and_probabilities(files):

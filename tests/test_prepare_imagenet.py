@@ -5,14 +5,13 @@ by scipy) and Kaggle's LOC_val_solution.csv."""
 import importlib.util
 import io
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, run_script
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "prepare_imagenet.py"
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -79,7 +78,7 @@ def downloads(tmp_path_factory) -> Path:
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=120)
+    return run_script(SCRIPT, *args, timeout=120)
 
 
 def assert_tree(out: Path, downloads: Path) -> None:

@@ -8,19 +8,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_script, start_script
 from PIL import Image
 
 import main as main_module
 from scripts.make_demo_data import CLASSES, render
 from utils.checkpoint import load_checkpoint_file
 
-ROOT = Path(__file__).resolve().parent.parent
 CLASS_NAMES = CLASSES[:3]
 TINY = ["-a", "eca_resnet18", "--image-size", "32", "--min-scale", "1", "-b", "8", "-p", "1", "--seed", "0", "--lr", "0.01"]
 CHECKPOINTS = ("checkpoint.pth.tar", "model_best.pth.tar")
@@ -47,11 +46,6 @@ def run_in_process(capsys, *argv):
     code = main_module.main([str(arg) for arg in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def run_subprocess(*argv):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "main.py", *map(str, argv)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def assert_one_line_error(code, err, expected_code, fragment):
@@ -107,9 +101,8 @@ def _first_checkpoint_renamed(names):
 def test_kill_9_leaves_loadable_checkpoints_and_resume_continues(data, tmp_path, capsys, moment):
     """Whenever the kill lands, every checkpoint left is whole and --resume trains on from it."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "main.py", str(data), *TINY, "-j", "0", "--epochs", "30", "--output-dir", str(run_dir)]
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [data, *TINY, "-j", "0", "--epochs", "30", "--output-dir", run_dir]
+    process = start_script("main.py", *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while process.poll() is None and not (run_dir.is_dir() and moment(os.listdir(run_dir))):
             time.sleep(0.001)
@@ -200,7 +193,7 @@ def test_a_garbage_checkpoint_is_one_line_from_a_real_process(data, tmp_path):
     """The same through a real interpreter: stderr holds the one line and nothing else, no traceback."""
     broken = tmp_path / "download.pth.tar"
     broken.write_bytes(b"truncated download")
-    result = run_subprocess(data, "--evaluate", "--resume", broken, "-j", "0", "--image-size", "32")
+    result = run_script("main.py", data, "--evaluate", "--resume", broken, "-j", "0", "--image-size", "32")
     assert result.returncode == 2
     assert result.stderr == f"main.py: error: {broken} is not a PyTorch checkpoint, or it is truncated\n"
 
