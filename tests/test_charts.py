@@ -6,13 +6,12 @@ training code's own RunLog wrote."""
 
 import itertools
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
+from helpers import ROOT, run_script
 from matplotlib import font_manager
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.text import Annotation, Text
@@ -33,8 +32,6 @@ from utils.paper.charts import (
 )
 from utils.paper.report import RowResult, accuracy_figure, kernel_size_figure
 from utils.paper.tables import KERNEL_SIZE, VARIANTS, table_rows
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # The README's Table 2 at ResNet-18 on the demo's shapes: nine of ten rows within 0.1M parameters.
 README_TABLE_2 = [("Vanilla", 10.66, 25.70), ("SE", 10.75, 78.20), ("SE-Var1", 10.66, 76.40), ("SE-Var2", 10.67, 72.60),
@@ -250,8 +247,7 @@ def test_plot_runs_draws_every_run_that_has_an_epoch_named_by_the_shortest_disti
     fresh = write_log(tmp_path / "table" / "cbam" / "seed0", 0)
     out = tmp_path / "charts" / "curves.png"
     out.parent.mkdir()
-    result = subprocess.run([sys.executable, "scripts/plot_runs.py", str(eca), str(se), str(fresh), "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = run_script("scripts/plot_runs.py", eca, se, fresh, "--out", out, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"=> {out} and {out.with_suffix('.pdf')}: 2 run(s), up to 3 epochs; no epoch yet: cbam/seed0\n"
     assert_png_and_pdf(out, out.with_suffix(".pdf"), (1260, 360))
