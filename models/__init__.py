@@ -23,8 +23,7 @@ from .features import FeatureInfo, FeatureListNet
 from .kernel_size import adaptive_kernel_size, parse_kernel_sizes
 from .mobilenetv2 import MobileNetV2
 from .registry import create_model, get_model_constructor, list_models, register_model
-from .resnet import DEFAULT_KERNEL_SIZES, ResNet
-from .resnet_variants import resnet, resnet_model_name
+from .resnet import DEFAULT_KERNEL_SIZES, ResNet, resnet, resnet_model_name
 
 model_names = list_models()
 """Every registered model name, sorted."""

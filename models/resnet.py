@@ -5,8 +5,9 @@ layer (``models.attention``), applied after the block's last BatchNorm and befor
 residual addition, where SE and ECA sit. The block keeps it under the layer's
 ``block_attribute``, so state_dict keys are the released checkpoints' for ECA
 (``layer1.0.eca.conv.weight``) and torchvision's with no attention. ECA-ResNet-18..152 with
-the released checkpoints' kernel sizes are ``eca_resnet18`` ... here; every other
-``<attention>_resnet<depth>`` is in ``models.resnet_variants``.
+the released checkpoints' kernel sizes are ``eca_resnet18`` ... here, and so is every other
+``<attention>_resnet<depth>``: one class, so a comparison is one name apart. Keyword arguments
+beyond ``num_classes`` (and ``k_size``) go to every attention layer (``se_resnet50(bias=True)``).
 """
 
 import math
@@ -18,6 +19,7 @@ from torch import nn
 from .attention import ChannelAttention, attention_kind, create_attention
 from .features import FeatureInfo, FeatureSpec
 from .kernel_size import KernelSizeSpec, parse_kernel_sizes
+from .registry import register_model
 
 __all__ = [
     "ResNet",
@@ -27,6 +29,8 @@ __all__ = [
     "RESNET_LAYOUTS",
     "refuse_pretrained",
     "stage_kernel_sizes",
+    "resnet",
+    "resnet_model_name",
 ]
 
 DEFAULT_KERNEL_SIZES = {
@@ -50,19 +54,27 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 class _AttentiveBlock(nn.Module):
     """Holds the optional attention layer under the name its checkpoints use, and ends the block."""
 
-    attention_names = ("eca", "se", "cbam", "gc")
-    """The ``block_attribute`` names the block ending looks for."""
+    __jit_unused_properties__ = ["attention_layer"]
 
-    def _set_attention(self, attention: Optional[ChannelAttention]) -> None:
-        self.attention_name = None if attention is None else attention.block_attribute
-        if attention is None:
-            return
-        if attention.block_attribute not in self.attention_names:
-            raise ValueError(
-                f"{type(attention).__name__}.block_attribute must be one of {self.attention_names}, "
-                f"got {attention.block_attribute!r}"
-            )
-        setattr(self, attention.block_attribute, attention)
+    def _add_attention_and_downsample(self, attention: Optional[ChannelAttention], downsample: Optional[nn.Module]) -> None:
+        """The attention layer under its ``block_attribute``, then the downsample branch: the
+        order of the released checkpoints' keys (``layer1.0.eca.conv.weight`` before
+        ``layer1.0.downsample.0.weight``). The block's other attributes must exist already."""
+        self.attention_name = None
+        if attention is not None:
+            slot = attention.block_attribute
+            if not slot.isidentifier() or hasattr(self, slot) or slot == "downsample":
+                raise ValueError(
+                    f"{type(attention).__name__}.block_attribute {slot!r} is not a free attribute name of {type(self).__name__}"
+                )
+            self.add_module(slot, attention)
+            self.attention_name = slot
+        self.downsample = downsample
+
+    @property
+    def attention_layer(self) -> Optional[ChannelAttention]:
+        """The block's attention layer (also ``block.<its block_attribute>``, ``block.eca``); None without one."""
+        return None if self.attention_name is None else self._modules[self.attention_name]
 
     def _attend_add_relu(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """The block's ending: attention on ``out``, the residual addition, the ReLU.
@@ -70,29 +82,26 @@ class _AttentiveBlock(nn.Module):
         An attention layer that ``fuses_residual`` (ECA) does all three in one call, in place
         in eager mode, which saves no extra activation for backward; it may overwrite ``out``
         (the last BatchNorm's output) or, in a block with a downsample branch, ``identity``
-        (that branch's output), both temporaries here. The layer is looked up by name and
-        its flag read with ``hasattr`` (a stand-in module without the flag, such as the
-        benchmark's original-code ECA, takes the plain ending); TorchScript resolves both,
-        and the flag, a constant, when it compiles the block.
+        (that branch's output), both temporaries here.
+
+        TorchScript finds a submodule by a literal name only, and cannot test a module's
+        class: there the loop over the children is unrolled when the block is compiled, and
+        ``hasattr`` of ChannelAttention's constant, decided then too, keeps the attention's
+        call alone. Eager mode looks the layer up by its name directly.
         """
         overwrite_identity = self.downsample is not None
-        if hasattr(self, "eca"):
-            if hasattr(self.eca, "fuses_residual"):
-                if self.eca.fuses_residual:
-                    return self.eca(out, identity, overwrite_identity)
-            out = self.eca(out)
-        elif hasattr(self, "se"):
-            if self.se.fuses_residual:
-                return self.se(out, identity, overwrite_identity)
-            out = self.se(out)
-        elif hasattr(self, "cbam"):
-            if self.cbam.fuses_residual:
-                return self.cbam(out, identity, overwrite_identity)
-            out = self.cbam(out)
-        elif hasattr(self, "gc"):
-            if self.gc.fuses_residual:
-                return self.gc(out, identity, overwrite_identity)
-            out = self.gc(out)
+        if torch.jit.is_scripting():
+            for layer in self.children():
+                if hasattr(layer, "fuses_residual"):
+                    if layer.fuses_residual:
+                        return layer(out, identity, overwrite_identity)
+                    out = layer(out)
+            return self.relu(out + identity)
+        attention = self.attention_layer
+        if attention is not None:
+            if attention.fuses_residual:
+                return attention(out, identity, overwrite_identity)
+            out = attention(out)
         return self.relu(out + identity)
 
 
@@ -113,9 +122,8 @@ class BasicBlock(_AttentiveBlock):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self._set_attention(attention)
-        self.downsample = downsample
         self.stride = stride
+        self._add_attention_and_downsample(attention, downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -144,9 +152,8 @@ class Bottleneck(_AttentiveBlock):
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self._set_attention(attention)
-        self.downsample = downsample
         self.stride = stride
+        self._add_attention_and_downsample(attention, downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -293,3 +300,407 @@ def refuse_pretrained(name: str, pretrained: bool) -> None:
             f"{name}(pretrained=True): weights are never downloaded; build the model and load "
             "a released checkpoint file instead (main.py --pretrained PATH)"
         )
+
+
+def resnet_model_name(attention: str, depth: int) -> str:
+    """The registered name of ResNet-``depth`` with ``attention`` (``"none"``: ``resnet50``)."""
+    return f"resnet{depth}" if attention == "none" else f"{attention}_resnet{depth}"
+
+
+def resnet(depth: int, attention: str = "none", num_classes: int = 1000, **kwargs: Any) -> ResNet:
+    """ResNet-``depth`` (18, 34, 50, 101, 152) with a registered attention in its blocks."""
+    if depth not in RESNET_LAYOUTS:
+        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYOUTS)}, got {depth}")
+    block, layers = RESNET_LAYOUTS[depth]
+    return ResNet(block, layers, num_classes, attention=attention, **kwargs)
+
+
+def _registered(name: str, depth: int, attention: str, num_classes: int, pretrained: bool, **kwargs: Any) -> ResNet:
+    refuse_pretrained(name, pretrained)
+    return resnet(depth, attention, num_classes, **kwargs)
+
+
+def _released_k(depth: int, k_size: Optional[KernelSizeSpec]) -> KernelSizeSpec:
+    """``k_size``, or the released ECA-ResNet-``depth``'s per-stage k (ECA-NS too, for a like comparison)."""
+    return DEFAULT_KERNEL_SIZES[f"eca_resnet{depth}"] if k_size is None else k_size
+
+
+# --- no attention: torchvision's ResNets -----------------------------------------------------
+
+
+@register_model
+def resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 without attention; its state_dict is torchvision's resnet18's."""
+    return _registered("resnet18", 18, "none", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 without attention; its state_dict is torchvision's resnet34's."""
+    return _registered("resnet34", 34, "none", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 without attention; its state_dict is torchvision's resnet50's."""
+    return _registered("resnet50", 50, "none", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 without attention; its state_dict is torchvision's resnet101's."""
+    return _registered("resnet101", 101, "none", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 without attention; its state_dict is torchvision's resnet152's."""
+    return _registered("resnet152", 152, "none", num_classes, pretrained, **kwargs)
+
+
+# --- SE, the paper's (bias-free) -------------------------------------------------------------
+
+
+@register_model
+def se_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-18 as the paper counts it: SE with r = 16 and no biases (``bias=True``: SENet's own)."""
+    return _registered("se_resnet18", 18, "se", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-34 as the paper counts it: SE with r = 16 and no biases (``bias=True``: SENet's own)."""
+    return _registered("se_resnet34", 34, "se", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-50 as the paper counts it: SE with r = 16 and no biases (``bias=True``: SENet's own)."""
+    return _registered("se_resnet50", 50, "se", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-101 as the paper counts it: SE with r = 16 and no biases (``bias=True``: SENet's own)."""
+    return _registered("se_resnet101", 101, "se", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """SE-ResNet-152 as the paper counts it: SE with r = 16 and no biases (``bias=True``: SENet's own)."""
+    return _registered("se_resnet152", 152, "se", num_classes, pretrained, **kwargs)
+
+
+# --- Table 2's SE variants -------------------------------------------------------------------
+
+
+@register_model
+def se_var1_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with SE-Var1 gates (Table 2): sigma(GAP(x)), no parameters."""
+    return _registered("se_var1_resnet18", 18, "se_var1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var1_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with SE-Var1 gates (Table 2): sigma(GAP(x)), no parameters."""
+    return _registered("se_var1_resnet34", 34, "se_var1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var1_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with SE-Var1 gates (Table 2): sigma(GAP(x)), no parameters."""
+    return _registered("se_var1_resnet50", 50, "se_var1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var1_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with SE-Var1 gates (Table 2): sigma(GAP(x)), no parameters."""
+    return _registered("se_var1_resnet101", 101, "se_var1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var1_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with SE-Var1 gates (Table 2): sigma(GAP(x)), no parameters."""
+    return _registered("se_var1_resnet152", 152, "se_var1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var2_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with SE-Var2 gates (Table 2): one weight per channel."""
+    return _registered("se_var2_resnet18", 18, "se_var2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var2_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with SE-Var2 gates (Table 2): one weight per channel."""
+    return _registered("se_var2_resnet34", 34, "se_var2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var2_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with SE-Var2 gates (Table 2): one weight per channel."""
+    return _registered("se_var2_resnet50", 50, "se_var2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var2_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with SE-Var2 gates (Table 2): one weight per channel."""
+    return _registered("se_var2_resnet101", 101, "se_var2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var2_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with SE-Var2 gates (Table 2): one weight per channel."""
+    return _registered("se_var2_resnet152", 152, "se_var2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var3_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with SE-Var3 gates (Table 2): one C x C layer, no reduction."""
+    return _registered("se_var3_resnet18", 18, "se_var3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var3_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with SE-Var3 gates (Table 2): one C x C layer, no reduction."""
+    return _registered("se_var3_resnet34", 34, "se_var3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var3_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with SE-Var3 gates (Table 2): one C x C layer, no reduction."""
+    return _registered("se_var3_resnet50", 50, "se_var3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var3_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with SE-Var3 gates (Table 2): one C x C layer, no reduction."""
+    return _registered("se_var3_resnet101", 101, "se_var3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_var3_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with SE-Var3 gates (Table 2): one C x C layer, no reduction."""
+    return _registered("se_var3_resnet152", 152, "se_var3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc1_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with SE-GC1 gates (Table 2): a C x C layer in 16 groups."""
+    return _registered("se_gc1_resnet18", 18, "se_gc1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc1_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with SE-GC1 gates (Table 2): a C x C layer in 16 groups."""
+    return _registered("se_gc1_resnet34", 34, "se_gc1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc1_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with SE-GC1 gates (Table 2): a C x C layer in 16 groups."""
+    return _registered("se_gc1_resnet50", 50, "se_gc1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc1_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with SE-GC1 gates (Table 2): a C x C layer in 16 groups."""
+    return _registered("se_gc1_resnet101", 101, "se_gc1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc1_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with SE-GC1 gates (Table 2): a C x C layer in 16 groups."""
+    return _registered("se_gc1_resnet152", 152, "se_gc1", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc2_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with SE-GC2 gates (Table 2): a C x C layer in groups of 16 channels."""
+    return _registered("se_gc2_resnet18", 18, "se_gc2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc2_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with SE-GC2 gates (Table 2): a C x C layer in groups of 16 channels."""
+    return _registered("se_gc2_resnet34", 34, "se_gc2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc2_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with SE-GC2 gates (Table 2): a C x C layer in groups of 16 channels."""
+    return _registered("se_gc2_resnet50", 50, "se_gc2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc2_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with SE-GC2 gates (Table 2): a C x C layer in groups of 16 channels."""
+    return _registered("se_gc2_resnet101", 101, "se_gc2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc2_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with SE-GC2 gates (Table 2): a C x C layer in groups of 16 channels."""
+    return _registered("se_gc2_resnet152", 152, "se_gc2", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc3_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with SE-GC3 gates (Table 2): a C x C layer in groups of 8 channels."""
+    return _registered("se_gc3_resnet18", 18, "se_gc3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc3_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with SE-GC3 gates (Table 2): a C x C layer in groups of 8 channels."""
+    return _registered("se_gc3_resnet34", 34, "se_gc3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc3_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with SE-GC3 gates (Table 2): a C x C layer in groups of 8 channels."""
+    return _registered("se_gc3_resnet50", 50, "se_gc3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc3_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with SE-GC3 gates (Table 2): a C x C layer in groups of 8 channels."""
+    return _registered("se_gc3_resnet101", 101, "se_gc3", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def se_gc3_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with SE-GC3 gates (Table 2): a C x C layer in groups of 8 channels."""
+    return _registered("se_gc3_resnet152", 152, "se_gc3", num_classes, pretrained, **kwargs)
+
+
+# --- ECA-NS ----------------------------------------------------------------------------------
+
+
+@register_model
+def eca_ns_resnet18(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with ECA-NS (Table 2: k taps per channel); k_size (per stage, or 'adaptive') defaults to ECA-ResNet-18's 3577."""
+    return _registered("eca_ns_resnet18", 18, "eca_ns", num_classes, pretrained, k_size=_released_k(18, k_size), **kwargs)
+
+
+@register_model
+def eca_ns_resnet34(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with ECA-NS (Table 2: k taps per channel); k_size (per stage, or 'adaptive') defaults to ECA-ResNet-34's 3357."""
+    return _registered("eca_ns_resnet34", 34, "eca_ns", num_classes, pretrained, k_size=_released_k(34, k_size), **kwargs)
+
+
+@register_model
+def eca_ns_resnet50(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with ECA-NS (Table 2: k taps per channel); k_size (per stage, or 'adaptive') defaults to ECA-ResNet-50's 3557."""
+    return _registered("eca_ns_resnet50", 50, "eca_ns", num_classes, pretrained, k_size=_released_k(50, k_size), **kwargs)
+
+
+@register_model
+def eca_ns_resnet101(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with ECA-NS (Table 2: k taps per channel); k_size (per stage, or 'adaptive') defaults to ECA-ResNet-101's 3357."""
+    return _registered("eca_ns_resnet101", 101, "eca_ns", num_classes, pretrained, k_size=_released_k(101, k_size), **kwargs)
+
+
+@register_model
+def eca_ns_resnet152(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with ECA-NS (Table 2: k taps per channel); k_size (per stage, or 'adaptive') defaults to ECA-ResNet-152's 3357."""
+    return _registered("eca_ns_resnet152", 152, "eca_ns", num_classes, pretrained, k_size=_released_k(152, k_size), **kwargs)
+
+
+# --- ECA: the released ECA-ResNets -----------------------------------------------------------
+
+
+@register_model
+def eca_resnet18(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ECA-ResNet-18; k_size (per stage, or 'adaptive') defaults to the released checkpoint's 3577."""
+    return _registered("eca_resnet18", 18, "eca", num_classes, pretrained, k_size=_released_k(18, k_size), **kwargs)
+
+
+@register_model
+def eca_resnet34(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ECA-ResNet-34; k_size (per stage, or 'adaptive') defaults to the released checkpoint's 3357."""
+    return _registered("eca_resnet34", 34, "eca", num_classes, pretrained, k_size=_released_k(34, k_size), **kwargs)
+
+
+@register_model
+def eca_resnet50(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ECA-ResNet-50; k_size (per stage, or 'adaptive') defaults to the released checkpoint's 3557."""
+    return _registered("eca_resnet50", 50, "eca", num_classes, pretrained, k_size=_released_k(50, k_size), **kwargs)
+
+
+@register_model
+def eca_resnet101(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ECA-ResNet-101; k_size (per stage, or 'adaptive') defaults to the released checkpoint's 3357."""
+    return _registered("eca_resnet101", 101, "eca", num_classes, pretrained, k_size=_released_k(101, k_size), **kwargs)
+
+
+@register_model
+def eca_resnet152(k_size: Optional[KernelSizeSpec] = None, num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ECA-ResNet-152; k_size (per stage, or 'adaptive') defaults to the released checkpoint's 3357."""
+    return _registered("eca_resnet152", 152, "eca", num_classes, pretrained, k_size=_released_k(152, k_size), **kwargs)
+
+
+# --- CBAM ------------------------------------------------------------------------------------
+
+
+@register_model
+def cbam_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with CBAM as its paper writes it, no biases (``bias=True, spatial_batch_norm=True``: the official code's)."""
+    return _registered("cbam_resnet18", 18, "cbam", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def cbam_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with CBAM as its paper writes it, no biases (``bias=True, spatial_batch_norm=True``: the official code's)."""
+    return _registered("cbam_resnet34", 34, "cbam", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def cbam_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with CBAM as its paper writes it, no biases (``bias=True, spatial_batch_norm=True``: the official code's)."""
+    return _registered("cbam_resnet50", 50, "cbam", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def cbam_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with CBAM as its paper writes it, no biases (``bias=True, spatial_batch_norm=True``: the official code's)."""
+    return _registered("cbam_resnet101", 101, "cbam", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def cbam_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with CBAM as its paper writes it, no biases (``bias=True, spatial_batch_norm=True``: the official code's)."""
+    return _registered("cbam_resnet152", 152, "cbam", num_classes, pretrained, **kwargs)
+
+
+# --- GCNet -----------------------------------------------------------------------------------
+
+
+@register_model
+def gc_resnet18(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 with GCNet's global context blocks (r = 16) in layer2..4."""
+    return _registered("gc_resnet18", 18, "gc", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def gc_resnet34(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34 with GCNet's global context blocks (r = 16) in layer2..4."""
+    return _registered("gc_resnet34", 34, "gc", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def gc_resnet50(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 with GCNet's global context blocks (r = 16) in layer2..4."""
+    return _registered("gc_resnet50", 50, "gc", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def gc_resnet101(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101 with GCNet's global context blocks (r = 16) in layer2..4."""
+    return _registered("gc_resnet101", 101, "gc", num_classes, pretrained, **kwargs)
+
+
+@register_model
+def gc_resnet152(num_classes: int = 1000, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152 with GCNet's global context blocks (r = 16) in layer2..4."""
+    return _registered("gc_resnet152", 152, "gc", num_classes, pretrained, **kwargs)

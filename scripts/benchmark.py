@@ -47,7 +47,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402
-from models import EfficientChannelAttention  # noqa: E402
+from models import ChannelAttention, EfficientChannelAttention  # noqa: E402
 from utils.export import INPUT_NAME, missing_export_packages, serialize  # noqa: E402
 from utils.paper.tables import DEPTHS, MOBILENET, SOTA, PaperRow, registered_model_name, table_rows  # noqa: E402
 
@@ -68,8 +68,12 @@ def original_eca_forward(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return x * y.expand_as(x)
 
 
-class OriginalECA(nn.Module):
-    """Stands in for an ``EfficientChannelAttention`` with the same ``conv``, run the original way."""
+class OriginalECA(ChannelAttention):
+    """Stands in for an ``EfficientChannelAttention`` with the same ``conv``, run the original way:
+    under the same name in its block, with the block's plain ending (no fused residual)."""
+
+    block_attribute = EfficientChannelAttention.block_attribute
+    kernel_size_parameter = EfficientChannelAttention.kernel_size_parameter
 
     def __init__(self, eca: EfficientChannelAttention) -> None:
         super().__init__()

@@ -1,4 +1,7 @@
-"""What a network asks of an attention layer: where a block keeps it, and whether it ends the block."""
+"""What a network, a counter and the checkpoint loader ask of an attention layer: the interface
+every layer here implements, and a layer written anywhere else can implement too."""
+
+from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
@@ -8,16 +11,43 @@ __all__ = ["ChannelAttention"]
 class ChannelAttention(nn.Module):
     """An attention layer that rescales a feature map; ``forward(x)`` returns the rescaled map.
 
-    ``block_attribute`` is the name a residual block stores it under, so that state_dict keys
-    read as the checkpoints of its family do (``layer1.0.eca.conv.weight``,
-    ``layer1.0.se.fc1.weight``). A layer with ``fuses_residual`` also computes a residual
-    block's whole ending, ``relu(attention(x) + identity)``, when called as
-    ``layer(x, identity, overwrite_identity)`` (ECA's in-place fast path, which may write over
-    either input); blocks then call that form instead of the three steps. The flag is a
-    TorchScript constant, so a scripted block compiles only the branch its layer takes, and
-    both forms are module calls, so FLOP counters' hooks see them.
+    Every network calls every layer this way (MobileNetV2's blocks, the ResNet blocks, also
+    inside the detectors), except that a ResNet block hands a layer that ``fuses_residual``
+    its whole ending. The class attributes below are what the rest of the project reads; a
+    new layer sets those that differ from the defaults and is registered by name with
+    ``models.attention.register_attention``.
     """
 
     __constants__ = ["fuses_residual"]
-    block_attribute = "attention"
-    fuses_residual = False
+
+    block_attribute: str = "attention"
+    """The name a residual block keeps the layer under, so that state_dict keys read as the
+    checkpoints of its family do (``layer1.0.eca.conv.weight``, ``layer1.0.se.fc1.weight``)."""
+
+    fuses_residual: bool = False
+    """Whether the layer also computes a residual block's whole ending, ``relu(layer(x) + identity)``,
+    when called as ``layer(x, identity, overwrite_identity)`` (ECA's in-place fast path, which may
+    write over either input). Blocks then call that form instead of the three steps. A
+    TorchScript constant, so a scripted block compiles only the call its layer takes; both
+    forms are module calls, so FLOP counters' hooks see them."""
+
+    global_average_pooling: bool = True
+    """Whether the layer starts from one mean per channel, GAP(x) (SE, ECA, CBAM and the Table 2
+    variants; not GCNet's softmax-weighted context). The papers' counters counted that pooling
+    as a module; the layers here pool with ``x.mean``, which no hook sees, so the counters
+    add it for the layers that say so."""
+
+    kernel_size_parameter: Optional[str] = None
+    """For a layer with a kernel size k across channels (ECA, ECA-NS): the parameter whose last
+    dimension is k (``"conv.weight"``), the only place a checkpoint writes k down."""
+
+    layout_variants: Tuple[Dict[str, Any], ...] = ()
+    """Constructor settings other than the defaults under which the layer holds other
+    state_dict keys (SENet's biased SE: ``{"bias": True}``). Networks pass such settings on to
+    every layer, so a checkpoint with those keys is built with them."""
+
+    def channel_kernel_size(self) -> Optional[int]:
+        """k, read from ``kernel_size_parameter``; None for a layer without one."""
+        if self.kernel_size_parameter is None:
+            return None
+        return self.get_parameter(self.kernel_size_parameter).shape[-1]

@@ -21,6 +21,7 @@ class CBAM(ChannelAttention):
     """
 
     block_attribute = "cbam"
+    layout_variants = ({"bias": True}, {"bias": True, "spatial_batch_norm": True})
 
     def __init__(
         self,

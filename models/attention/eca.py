@@ -30,6 +30,7 @@ class EfficientChannelAttention(ChannelAttention):
 
     block_attribute = "eca"
     fuses_residual = True
+    kernel_size_parameter = "conv.weight"
 
     def __init__(self, channels: int, k_size: int = 3) -> None:
         super().__init__()

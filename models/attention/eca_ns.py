@@ -19,6 +19,7 @@ class NonSharedChannelAttention(ChannelAttention):
     """
 
     block_attribute = "eca"
+    kernel_size_parameter = "conv.weight"
 
     def __init__(self, channels: int, k_size: int = 3) -> None:
         super().__init__()

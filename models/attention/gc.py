@@ -20,6 +20,7 @@ class GlobalContextBlock(ChannelAttention):
     """
 
     block_attribute = "gc"
+    global_average_pooling = False
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ class SqueezeExcitation(ChannelAttention):
     """
 
     block_attribute = "se"
+    layout_variants = ({"bias": True},)
 
     def __init__(self, channels: int, reduction: int = 16, bias: bool = False) -> None:
         super().__init__()
