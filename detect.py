@@ -6,60 +6,41 @@ ECA-ResNet and its baselines) with MMDetection v1's 1x recipe.
 
 Runs like main.py: the CPU, one GPU, or DistributedDataParallel under torchrun /
 --world-size (only rank 0 writes; the COCO evaluation gathers every rank's detections).
-The loops live in utils/detection/engine.py, the data in utils/detection/coco.py, the evaluation in
+The run is main.py's (utils/training/run.py); detection's own parts are the task and the evaluation
+pass in utils/detection/engine.py, the data in utils/detection/coco.py, pycocotools in
 utils/detection/coco_eval.py, checkpoint files in utils/detection/checkpoint.py.
 """
 
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from models.detection import create_detector, detector_names
-from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args
-from utils.console import TRAINING_EXIT_STATUSES, OneLineErrorParser, UsageError, parse_ksize, show_warnings_as_one_line
+from utils.checkpoint import checkpoint_args
+from utils.console import UsageError, parse_ksize, training_parser
 from utils.data.datasets import DataError
 from utils.detection.checkpoint import load_backbone_weights, load_detector
 from utils.detection.coco import CocoDetection, build_coco_loader, coco_split_paths
 from utils.detection.detector_settings import constructor_settings, is_rcnn, object_classes, parse_detector_args, plain_values
-from utils.detection.engine import DetectionSchedule, evaluate, train_one_epoch
-from utils.distributed import (
-    DistributedContext,
-    PeerFailedError,
-    cleanup,
-    confirm_parameters_agree,
-    init_distributed,
-    peer_loss_reported,
-)
-from utils.longrun.preemption import StopSignal, TrainingStopped
-from utils.longrun.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
-from utils.longrun.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
-from utils.longrun.run_log import RunLog
-from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.training.device import amp_settings, select_device, wrap_model
-from utils.training.engine import NonFiniteLossError
+from utils.detection.engine import DetectionTask
+from utils.distributed import DistributedContext, add_distributed_arguments, describe_processes
+from utils.longrun.resume import add_long_run_arguments, resolve_resume
+from utils.longrun.run_dir import prepare_run_dir, run_directory
+from utils.training.device import wrap_model
+from utils.training.optim import LearningRateSchedule, Optimization, build_optimizer
+from utils.training.run import TrainingPlan, add_process_arguments, run_command, run_start, start_process, train_and_evaluate
 
 DEFAULT_ARCH = "maskrcnn_eca_resnet50_fpn"
 REFERENCE_BATCH, REFERENCE_LR = 8, 0.01
 """The released detectors' recipe: 8 images per step at lr 0.01 (0.02 for 16: the lr scales with -b)."""
 
-CSV_FIELDS = (
-    "epoch", "lr", "train_loss", "train_images_per_s",
-    "val_bbox_AP", "val_bbox_AP50", "val_bbox_AP75", "val_segm_AP", "val_segm_AP50", "val_segm_AP75", "epoch_seconds",
-)
-"""log.csv's columns: AP in percent, nan for epochs without an evaluation (--eval-interval) and segm without masks."""
-
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description="COCO detection training and evaluation (MMDetection v1's 1x recipe)",
-        prog="detect.py",
-        epilog=TRAINING_EXIT_STATUSES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = training_parser("detect.py", "COCO detection training and evaluation (MMDetection v1's 1x recipe)")
     parser.add_argument("data", nargs="?", metavar="DIR",
                         help="COCO root: train2017/, val2017/, annotations/instances_{train,val}2017.json")
     parser.add_argument("--train-images", metavar="DIR", help="training image folder (default DIR/train2017)")
@@ -99,13 +80,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--print-freq", default=20, type=int, metavar="N", help="progress line every N steps")
     parser.add_argument("--eval-interval", default=1, type=int, metavar="N",
                         help="evaluate every N epochs, and after the last (default 1)")
-    parser.add_argument("--resume", default="", type=str, metavar="PATH",
-                        help="continue from a detect.py checkpoint; with --evaluate, evaluate any detection "
-                        "checkpoint, a released MMDetection v1 file included; 'auto': the run directory's latest "
-                        "checkpoint if it has one, else start fresh")
-    parser.add_argument("--checkpoint-every", default=None, type=int, metavar="N",
-                        help=f"also save {STEP_CHECKPOINT} every N training steps, inside epochs "
-                        "(default: at the end of each epoch, and when SIGTERM/SIGUSR1 stops the run)")
+    add_long_run_arguments(parser, resume_help="continue from a detect.py checkpoint; with --evaluate, evaluate any "
+                           "detection checkpoint, a released MMDetection v1 file included; 'auto': the run directory's "
+                           "latest checkpoint if it has one, else start fresh")
     parser.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the validation set and exit")
     parser.add_argument("--backbone-weights", default="", metavar="PATH",
                         help="start the backbone from an ImageNet checkpoint (main.py's or a released one)")
@@ -114,14 +91,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=None, metavar="DIR",
                         help="run directory for checkpoints, logs and detections (default: runs/<arch>_<action>)")
     parser.add_argument("--action", default="", type=str, help="run name suffix")
-    parser.add_argument("--seed", default=None, type=int, help="seed everything, for reproducible runs")
-    parser.add_argument("--gpu", default=None, type=int, help="use this one GPU (default: the current one)")
-    parser.add_argument("--amp", action="store_true", help="mixed precision: bf16, or fp16 with loss scaling")
-    parser.add_argument("--world-size", default=1, type=int, help="number of processes (without torchrun)")
-    parser.add_argument("--rank", default=0, type=int, help="this process's rank (without torchrun)")
-    parser.add_argument("--dist-url", default="tcp://127.0.0.1:23456", type=str, help="rendezvous URL (without torchrun)")
-    parser.add_argument("--dist-backend", default=None, type=str, choices=["nccl", "gloo"],
-                        help="default: nccl with CUDA, gloo without")
+    add_process_arguments(parser, gpu_help="use this one GPU (default: the current one)")
+    add_distributed_arguments(parser)
     return parser
 
 
@@ -157,13 +128,6 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag, path in (("--resume", args.resume), ("--backbone-weights", args.backbone_weights)):
         if path and not (flag == "--resume" and path == "auto") and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file")
-    if args.gpu is not None and not (torch.cuda.is_available() and 0 <= args.gpu < torch.cuda.device_count()):
-        available = f"{torch.cuda.device_count()} GPU(s) visible" if torch.cuda.is_available() else "CUDA is not available"
-        raise UsageError(f"--gpu {args.gpu}: {available}")
-    if not 0 <= args.rank < max(args.world_size, 1):
-        raise UsageError(f"--rank {args.rank} is outside --world-size {args.world_size}")
-    if args.dist_backend == "nccl" and not torch.cuda.is_available():
-        raise UsageError("--dist-backend nccl needs CUDA; use gloo on CPU-only machines")
     kwargs = detector_kwargs(args)
     if args.resume and args.resume != "auto":
         return
@@ -207,28 +171,11 @@ def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module,
 
 
 
-def run(args: argparse.Namespace) -> int:
-    validate_args(args)
-    context = init_distributed(args.world_size, args.dist_url, args.rank, args.dist_backend)
-    try:
-        with peer_loss_reported(context):
-            return _run(args, context)
-    finally:
-        cleanup(context)
+def run(args: argparse.Namespace, context: DistributedContext) -> int:
+    config, scaler = start_process(args, context)
+    log, device = config.log, config.device
+    args.resume = resolve_resume(args.resume, run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action), args.evaluate)
 
-
-def _run(args: argparse.Namespace, context: DistributedContext) -> int:
-    log = (lambda line: print(line, flush=True)) if context.is_main else (lambda line: None)
-    device = select_device(args.gpu, context)
-    if args.seed is not None:
-        seed_everything(args.seed)
-        torch.backends.cudnn.deterministic = True
-
-    if args.resume == "auto":
-        run_dir = run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action)
-        args.resume = resolve_resume(args.resume, run_dir)
-        if not args.resume and args.evaluate:
-            raise UsageError(f"--resume auto: {run_dir} holds no checkpoint to evaluate")
     val_set = CocoDetection(*split_paths(args, "val"), train=False)
     model, arch, kwargs, checkpoint = build_model(args, val_set.num_classes)
     train_set = None
@@ -249,123 +196,43 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     elif context.is_main:
         prepare_run_dir(run_dir, bool(args.resume), log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"=> {arch} ({trainable:,} trainable parameters) on {device}"
-        + (f", {context.world_size} processes ({context.backend})" if context.enabled else ""))
+    log(f"=> {arch} ({trainable:,} trainable parameters) on {device}" + describe_processes(context))
 
     # One device per process: torchvision's detectors take lists of images, which DataParallel cannot split.
     train_model, eval_model = wrap_model(model, device, context, one_gpu=True)
     if isinstance(train_model, nn.DataParallel):  # DataParallel cannot scatter lists of images of different sizes
         train_model = eval_model = model
-    amp_dtype, scaler = amp_settings(args.amp, device)
-    pin_memory = device.type == "cuda"
-    data_seed = args.seed or 0
-    per_process = args.batch_size // context.world_size
     if args.batch_size % context.world_size:
         raise UsageError(f"-b {args.batch_size} does not split evenly over {context.world_size} processes")
+    per_process, data_seed, pin_memory = args.batch_size // context.world_size, args.seed or 0, device.type == "cuda"
     val_loader = build_coco_loader(val_set, False, per_process, args.workers, data_seed, context, pin_memory)
     iou_types = ("bbox", "segm") if arch.startswith("maskrcnn") else ("bbox",)
-    results_file = os.path.join(run_dir, "detections_val.json")
-    eval_kwargs = dict(iou_types=iou_types, print_freq=args.print_freq, amp_dtype=amp_dtype, bad_images=args.bad_images)
-
+    task = DetectionTask(val_loader, val_set, eval_model, iou_types, os.path.join(run_dir, "detections_val.json"))
     if args.evaluate:
-        evaluate(eval_model, val_loader, val_set, device, context, log, results_file=results_file, **eval_kwargs)
+        task.evaluate(config)
         return 0
 
-    lr = args.lr if args.lr is not None else REFERENCE_LR * args.batch_size / REFERENCE_BATCH
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr, momentum=args.momentum, weight_decay=args.weight_decay
-    )
-    start, best_ap, progress = 0, -1.0, None
-    if checkpoint is not None:
-        start, _ = resume_state(checkpoint, optimizer, scaler)
-        best_ap = float(checkpoint.get("best_ap", -1.0))
-        progress = EpochProgress.from_checkpoint(checkpoint)
-        where = f"epoch {start}" + (f", step {progress.step}/{progress.steps}" if progress else "")
-        log(f"=> resumed {args.resume} at {where}")
     train_loader = build_coco_loader(train_set, True, per_process, args.workers, data_seed, context, pin_memory)
-    schedule = DetectionSchedule(lr, len(train_loader), args.lr_steps, warmup_iters=args.warmup_iters)
-    run_log = RunLog(run_dir, first_epoch=start, fields=CSV_FIELDS) if context.is_main else None
-    if checkpoint is not None and "rng" in checkpoint:
-        restore_rng_state(checkpoint["rng"])
-
-    def state(**position: Any) -> Dict[str, Any]:
-        """What a checkpoint holds; ``position`` says where in training it was taken."""
-        return {
-            "arch": arch,
-            "state_dict": model.state_dict(),
-            "detector_kwargs": plain_values({k: v for k, v in kwargs.items() if k not in ("k_size", "num_classes")}),
-            "classes": list(train_set.classes),
-            "best_ap": best_ap,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "args": checkpoint_args(args),
-            "rng": capture_rng_state(),
-            **position,
-        }
-
-    checkpoints = CheckpointSchedule(args.checkpoint_every)
-    try:
-        with StopSignal() as stop:
-            for epoch in range(start, args.epochs):
-                resume_from = begin_epoch(train_loader, epoch, progress, args.batch_size, context.world_size)
-                train_stats = train_one_epoch(
-                    train_model,
-                    optimizer,
-                    train_loader,
-                    device,
-                    epoch,
-                    schedule,
-                    context,
-                    log,
-                    print_freq=args.print_freq,
-                    amp_dtype=amp_dtype,
-                    scaler=scaler,
-                    clip_grad_norm=args.clip_grad or None,
-                    bad_images=args.bad_images,
-                    resume_from=resume_from,
-                    stop=stop,
-                    checkpoints=checkpoints,
-                    save_progress=progress_saver(run_dir, state, context, device),
-                )
-                stats: Optional[Dict[str, List[float]]] = None
-                if (epoch + 1) % args.eval_interval == 0 or epoch + 1 == args.epochs:
-                    stats = evaluate(eval_model, val_loader, val_set, device, context, log, results_file=results_file, **eval_kwargs)
-                ap = stats["bbox"][0] if stats else -1.0
-                is_best = ap > best_ap
-                best_ap = max(ap, best_ap)
-                row = epoch_row(epoch, train_stats, stats)
-                end_epoch(run_dir, run_log, row, state, epoch, args.epochs, is_best, stop, context, device)
-    except TrainingStopped as stopped:
-        return report_stop(stopped, run_dir, log)
-    finally:
-        if run_log is not None:
-            run_log.close()
-    confirm_parameters_agree(model, context, log)
-    log(f"=> best bbox AP {100 * max(best_ap, 0.0):.1f}; checkpoints in {run_dir}")
-    return 0
-
-
-def epoch_row(epoch: int, train: Dict[str, float], stats: Optional[Dict[str, List[float]]]) -> Dict[str, float]:
-    row = {"epoch": epoch, "lr": train["lr"], "train_loss": train["loss"], "train_images_per_s": train["images_per_s"],
-           "epoch_seconds": train["seconds"]}
-    for iou_type in ("bbox", "segm"):
-        values = (stats or {}).get(iou_type)
-        for index, suffix in enumerate(("AP", "AP50", "AP75")):
-            row[f"val_{iou_type}_{suffix}"] = 100 * values[index] if values else float("nan")
-    return row
+    lr = args.lr if args.lr is not None else REFERENCE_LR * args.batch_size / REFERENCE_BATCH
+    trainable_parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer("sgd", trainable_parameters, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    schedule = LearningRateSchedule(
+        optimizer, "warmup_multistep", len(train_loader), milestones=args.lr_steps, warmup_steps=args.warmup_iters
+    )
+    optimization = Optimization(optimizer, schedule, scaler, clip_grad_norm=args.clip_grad or None)
+    start = run_start(checkpoint, optimization, task)
+    if start.resumed:
+        log(f"=> resumed {args.resume} at {start}")
+    settings = plain_values({k: v for k, v in kwargs.items() if k not in ("k_size", "num_classes")})
+    plan = TrainingPlan(
+        run_dir, args.epochs, args.batch_size, arch, checkpoint_args(args), args.checkpoint_every, args.eval_interval,
+        checkpoint_extras={"detector_kwargs": settings, "classes": list(train_set.classes)},
+    )
+    return train_and_evaluate(task, model, train_model, optimization, train_loader, config, plan, start)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    show_warnings_as_one_line()
-    try:
-        return run(args)
-    except (UsageError, CheckpointError, DataError) as error:
-        print(f"detect.py: error: {error}", file=sys.stderr)
-        return 2
-    except (NonFiniteLossError, CheckpointSaveError, PeerFailedError) as error:
-        print(f"detect.py: error: {error}", file=sys.stderr)
-        return 1
+    return run_command(get_args_parser(), argv, validate_args, run)
 
 
 if __name__ == "__main__":

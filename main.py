@@ -13,32 +13,18 @@ import torch
 from torch import nn
 
 import models
-from utils.checkpoint import CheckpointError, CheckpointSaveError, checkpoint_args, load_model
-from utils.console import (
-    TRAINING_EXIT_STATUSES,
-    OneLineErrorParser,
-    UsageError,
-    parse_ksize,
-    show_warnings_as_one_line,
-)
+from utils.checkpoint import checkpoint_args, load_model
+from utils.console import UsageError, parse_ksize, training_parser
 from utils.data.datasets import IMAGENET_TRAIN_SIZE, IMAGENET_VAL_SIZE, DataError, SyntheticImages, build_dataset
 from utils.data.loaders import build_loader
 from utils.data.transforms import PIPELINES
-from utils.distributed import (
-    DistributedContext,
-    PeerFailedError,
-    cleanup,
-    confirm_parameters_agree,
-    init_distributed,
-    peer_loss_reported,
-)
-from utils.longrun.preemption import StopSignal, TrainingStopped
-from utils.longrun.resume import STEP_CHECKPOINT, CheckpointSchedule, EpochProgress, begin_epoch, resolve_resume, resume_state
-from utils.longrun.run_dir import end_epoch, prepare_run_dir, progress_saver, report_stop, run_directory
-from utils.longrun.run_log import RunLog
-from utils.reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from utils.training.device import amp_settings, select_device, wrap_model
-from utils.training.engine import NonFiniteLossError, evaluate, set_learning_rate, step_learning_rate, train_one_epoch
+from utils.distributed import DistributedContext, add_distributed_arguments, describe_processes
+from utils.longrun.resume import add_long_run_arguments, resolve_resume
+from utils.longrun.run_dir import prepare_run_dir, run_directory
+from utils.training.classification import ClassificationTask
+from utils.training.device import wrap_model
+from utils.training.optim import LearningRateSchedule, Optimization, build_optimizer
+from utils.training.run import TrainingPlan, add_process_arguments, run_command, run_start, start_process, train_and_evaluate
 
 DEFAULT_ARCH = "eca_resnet50"
 
@@ -51,12 +37,7 @@ RECIPES: Dict[str, Dict[str, float]] = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description="ECA-Net ImageNet training and evaluation",
-        prog="main.py",
-        epilog=TRAINING_EXIT_STATUSES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = training_parser("main.py", "ECA-Net ImageNet training and evaluation")
     parser.add_argument("data", nargs="?", metavar="DIR", help="dataset root with train/ and val/ ImageFolders")
     parser.add_argument("-a", "--arch", metavar="ARCH", default=None,
                         help=f"model: {' | '.join(models.model_names)} (default: the checkpoint's with "
@@ -82,13 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wd", "--weight-decay", default=None, type=float, metavar="W", dest="weight_decay",
                         help="weight decay (1e-4; 4e-5 for MobileNetV2)")
     parser.add_argument("-p", "--print-freq", default=10, type=int, metavar="N", help="progress line every N steps")
-    parser.add_argument("--resume", default="", type=str, metavar="PATH",
-                        help="continue from a checkpoint (or, with --evaluate, evaluate it); 'auto': from the run "
-                        "directory's latest checkpoint if it has one, else start fresh, from --pretrained if "
-                        "given (one command line for the first start and every restart)")
-    parser.add_argument("--checkpoint-every", default=None, type=int, metavar="N",
-                        help=f"also save {STEP_CHECKPOINT} every N training steps, inside epochs "
-                        "(default: only at the end of each epoch, and when a signal stops the run)")
+    add_long_run_arguments(parser, resume_help="continue from a checkpoint (or, with --evaluate, evaluate it); 'auto': "
+                           "from the run directory's latest checkpoint if it has one, else start fresh, from --pretrained "
+                           "if given (one command line for the first start and every restart)")
     parser.add_argument("-e", "--evaluate", action="store_true", help="evaluate on val/ and exit")
     parser.add_argument("--pretrained", default="", type=str, metavar="PATH",
                         help="start from the weights of a (released) checkpoint, at epoch 0")
@@ -115,17 +92,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=None, metavar="DIR",
                         help="run directory for checkpoints and logs (default: runs/<arch>_<action>)")
     parser.add_argument("--action", default="", type=str, help="run name suffix, as in the original")
-    parser.add_argument("--seed", default=None, type=int, help="seed everything, for reproducible runs")
-    parser.add_argument("--gpu", default=None, type=int, help="use this one GPU (default: all visible GPUs)")
-    parser.add_argument("--amp", action="store_true", help="mixed precision: bf16, or fp16 with loss scaling")
+    add_process_arguments(parser, gpu_help="use this one GPU (default: all visible GPUs)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--world-size", default=1, type=int, help="number of processes (without torchrun)")
-    parser.add_argument("--rank", default=0, type=int, help="this process's rank (without torchrun)")
-    parser.add_argument("--dist-url", default="tcp://127.0.0.1:23456", type=str,
-                        help="rendezvous URL (without torchrun)")
-    parser.add_argument("--dist-backend", default=None, type=str, choices=["nccl", "gloo"],
-                        help="default: nccl with CUDA, gloo without")
+    add_distributed_arguments(parser)
     return parser
 
 
@@ -148,17 +118,10 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag, path in (("--resume", args.resume), ("--pretrained", args.pretrained)):
         if path and path != "auto" and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file")
-    if args.gpu is not None and not (torch.cuda.is_available() and 0 <= args.gpu < torch.cuda.device_count()):
-        available = f"{torch.cuda.device_count()} GPU(s) visible" if torch.cuda.is_available() else "CUDA is not available"
-        raise UsageError(f"--gpu {args.gpu}: {available}")
-    if not 0 <= args.rank < max(args.world_size, 1):
-        raise UsageError(f"--rank {args.rank} is outside --world-size {args.world_size}")
     if args.decode_device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--decode-device cuda: CUDA is not available; leave it out to decode in the CPU workers")
     if args.decode_device == "cuda" and args.train_pipeline == "pil":
         raise UsageError("--decode-device cuda decodes for the fast pipeline; leave out --train-pipeline pil")
-    if args.dist_backend == "nccl" and not torch.cuda.is_available():
-        raise UsageError("--dist-backend nccl needs CUDA; use gloo on CPU-only machines")
     if args.ksize is not None:
         arch = args.arch or DEFAULT_ARCH
         try:
@@ -220,32 +183,13 @@ def classifier_outputs(model: nn.Module) -> int:
     return [module for module in model.modules() if isinstance(module, nn.Linear)][-1].out_features
 
 
-def run(args: argparse.Namespace) -> int:
-    validate_args(args)
-    context = init_distributed(args.world_size, args.dist_url, args.rank, args.dist_backend)
-    try:
-        with peer_loss_reported(context):
-            return _run(args, context)
-    finally:
-        cleanup(context)
-
-
-def _run(args: argparse.Namespace, context: DistributedContext) -> int:
-    log = (lambda line: print(line, flush=True)) if context.is_main else (lambda line: None)
-    device = select_device(args.gpu, context)
-    if args.seed is not None:
-        seed_everything(args.seed)
-        torch.backends.cudnn.deterministic = True
-    else:
-        torch.backends.cudnn.benchmark = True
-    if args.resume == "auto":
-        run_dir = run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action)
-        args.resume = resolve_resume(args.resume, run_dir)
-        if not args.resume and args.evaluate:
-            raise UsageError(f"--resume auto: {run_dir} holds no checkpoint to evaluate")
-        if args.resume and args.pretrained:
-            log(f"=> --resume auto found {args.resume}; --pretrained {args.pretrained} is only for the first start")
-            args.pretrained = ""
+def run(args: argparse.Namespace, context: DistributedContext) -> int:
+    config, scaler = start_process(args, context, channels_last=args.channels_last, cudnn_benchmark=True)
+    log, device = config.log, config.device
+    args.resume = resolve_resume(args.resume, run_directory(args.output_dir, args.arch or DEFAULT_ARCH, args.action), args.evaluate)
+    if args.resume and args.pretrained:  # found by --resume auto: validate_args refuses a --resume PATH with --pretrained
+        log(f"=> --resume auto found {args.resume}; --pretrained {args.pretrained} is only for the first start")
+        args.pretrained = ""
 
     if args.dummy is None:
         train_set, val_set = folder_datasets(args)
@@ -262,110 +206,33 @@ def _run(args: argparse.Namespace, context: DistributedContext) -> int:
     run_dir = run_directory(args.output_dir, arch, args.action)
     if context.is_main and not args.evaluate:
         prepare_run_dir(run_dir, bool(args.resume), log)
-    log(f"=> {arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
-        + (f", {context.world_size} processes ({context.backend})" if context.enabled else ""))
+    log(f"=> {arch} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}" + describe_processes(context))
 
     train_model, eval_model = wrap_model(
         model, device, context, one_gpu=args.gpu is not None, channels_last=args.channels_last, compile_model=args.compile
     )
-    criterion = nn.CrossEntropyLoss().to(device)
-    amp_dtype, scaler = amp_settings(args.amp, device)
-    pin_memory = device.type == "cuda"
-    data_seed = args.seed or 0
-    val_loader = build_loader(val_set, False, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory)
-    eval_kwargs = dict(print_freq=args.print_freq, amp_dtype=amp_dtype, channels_last=args.channels_last, bad_images=args.bad_images)
-
+    per_process, data_seed, pin_memory = args.batch_size // context.world_size, args.seed or 0, device.type == "cuda"
+    val_loader = build_loader(val_set, False, per_process, args.workers, data_seed, context, pin_memory)
+    task = ClassificationTask(nn.CrossEntropyLoss().to(device), val_loader, eval_model)
     if args.evaluate:
-        evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
+        task.evaluate(config)
         return 0
 
-    optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    best_prec1 = 0.0
-    progress = None
-    if checkpoint is not None:
-        args.start_epoch, best_prec1 = resume_state(checkpoint, optimizer, scaler)
-        progress = EpochProgress.from_checkpoint(checkpoint)
-        where = f"epoch {args.start_epoch}" + (f", step {progress.step}/{progress.steps}" if progress else "")
-        log(f"=> resumed {args.resume} at {where} (best Prec@1 {best_prec1:.3f})")
     decode_device = device if args.decode_device == "cuda" and args.dummy is None else None
-    train_loader = build_loader(
-        train_set, True, args.batch_size // context.world_size, args.workers, data_seed, context, pin_memory,
-        decode_device=decode_device,
-    )
-    run_log = RunLog(run_dir, first_epoch=args.start_epoch if checkpoint is not None else 0) if context.is_main else None
-    if checkpoint is not None and "rng" in checkpoint:
-        restore_rng_state(checkpoint["rng"])
-
-    def state(**position: Any) -> Dict[str, Any]:
-        """What a checkpoint holds; ``position`` says where in training it was taken."""
-        return {
-            "arch": arch,
-            "state_dict": model.state_dict(),
-            "best_prec1": best_prec1,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "args": checkpoint_args(args),
-            "rng": capture_rng_state(),
-            **position,
-        }
-
-    schedule = CheckpointSchedule(args.checkpoint_every)
-    try:
-        with StopSignal() as stop:
-            for epoch in range(args.start_epoch, args.epochs):
-                lr = step_learning_rate(args.lr, epoch, args.lr_step, args.lr_gamma)
-                set_learning_rate(optimizer, lr)
-                resume_from = begin_epoch(train_loader, epoch, progress, args.batch_size, context.world_size)
-                train_stats = train_one_epoch(
-                    train_model, criterion, optimizer, train_loader, device, epoch, context, log,
-                    print_freq=args.print_freq, amp_dtype=amp_dtype, scaler=scaler, channels_last=args.channels_last,
-                    bad_images=args.bad_images, resume_from=resume_from, stop=stop, checkpoints=schedule,
-                    save_progress=progress_saver(run_dir, state, context, device),
-                )
-                val_stats = evaluate(eval_model, criterion, val_loader, device, context, log, **eval_kwargs)
-                is_best = val_stats["prec1"] > best_prec1
-                best_prec1 = max(val_stats["prec1"], best_prec1)
-                row = epoch_row(epoch, lr, train_stats, val_stats)
-                end_epoch(run_dir, run_log, row, state, epoch, args.epochs, is_best, stop, context, device)
-    except TrainingStopped as stopped:
-        return report_stop(stopped, run_dir, log)
-    finally:
-        if run_log is not None:
-            run_log.close()
-    confirm_parameters_agree(model, context, log)
-    log(f"=> best Prec@1 {best_prec1:.3f}; checkpoints in {run_dir}")
-    return 0
-
-
-def epoch_row(epoch: int, lr: float, train: Dict[str, float], val: Dict[str, float]) -> Dict[str, float]:
-    return {
-        "epoch": epoch,
-        "lr": lr,
-        "train_loss": train["loss"],
-        "train_prec1": train["prec1"],
-        "train_prec5": train["prec5"],
-        "train_images_per_s": train["images_per_s"],
-        "val_loss": val["loss"],
-        "val_prec1": val["prec1"],
-        "val_prec5": val["prec5"],
-        "epoch_seconds": train["seconds"] + val["seconds"],
-    }
+    train_loader = build_loader(train_set, True, per_process, args.workers, data_seed, context, pin_memory, decode_device=decode_device)
+    optimizer = build_optimizer("sgd", model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    schedule = LearningRateSchedule(optimizer, "step", step_size=args.lr_step, gamma=args.lr_gamma)
+    optimization = Optimization(optimizer, schedule, scaler)
+    start = run_start(checkpoint, optimization, task, first_epoch=args.start_epoch)
+    if start.resumed:
+        args.start_epoch = start.epoch
+        log(f"=> resumed {args.resume} at {start} ({task.describe_best(start.best)})")
+    plan = TrainingPlan(run_dir, args.epochs, args.batch_size, arch, checkpoint_args(args), args.checkpoint_every)
+    return train_and_evaluate(task, model, train_model, optimization, train_loader, config, plan, start)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    show_warnings_as_one_line()
-    try:
-        return run(args)
-    except (CheckpointSaveError, PeerFailedError) as error:
-        print(f"main.py: error: {error}", file=sys.stderr)
-        return 1
-    except (UsageError, CheckpointError, DataError) as error:
-        print(f"main.py: error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"main.py: error: {error}", file=sys.stderr)
-        return 1
+    return run_command(get_args_parser(), argv, validate_args, run)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from utils.data.datasets import SkippingImageFolder, image_folder  # noqa: E402
 from utils.data.decode import IMAGE_CODEC, EncodedCrop, decode_jpegs, decode_on_device, decode_rgb, read_rgb  # noqa: E402
 from utils.data.loaders import build_loader, start_epoch  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
-from utils.training.engine import model_input  # noqa: E402
+from utils.training.classification import model_input  # noqa: E402
 
 CLASSES = 4
 PIPELINES = ("pil", "fast")  # old, new

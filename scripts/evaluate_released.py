@@ -19,11 +19,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.checkpoint import CheckpointError, format_kernel_sizes, load_model  # noqa: E402
-from utils.console import show_warnings_as_one_line  # noqa: E402
-from utils.data.datasets import DataError, build_dataset  # noqa: E402
+from utils.console import EXIT_BAD_INPUT, EXIT_FAILED, exit_status_of, show_warnings_as_one_line  # noqa: E402
+from utils.data.datasets import build_dataset  # noqa: E402
 from utils.data.loaders import build_loader  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
-from utils.training.engine import evaluate  # noqa: E402
+from utils.training.classification import evaluate  # noqa: E402
+from utils.training.config import RunConfig  # noqa: E402
 
 RELEASED: Dict[str, Tuple[str, float, float]] = {
     "eca_resnet18": ("ECA-Net18", 70.92, 89.93),
@@ -99,23 +100,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    show_warnings_as_one_line()
+def evaluate_all(args: argparse.Namespace) -> int:
+    """Evaluate every checkpoint, print the table; the exit status."""
+    paths = find_checkpoints(args.checkpoints)
+    dataset = build_dataset(args.data, "val", args.image_size)
     device = torch.device(args.device)
-    context = DistributedContext()
-    try:
-        paths = find_checkpoints(args.checkpoints)
-        dataset = build_dataset(args.data, "val", args.image_size)
-    except (CheckpointError, DataError) as error:
-        print(f"evaluate_released: {error}", file=sys.stderr)
-        return 2
-    loader = build_loader(dataset, False, args.batch_size, args.workers, 0, context, device.type == "cuda")
+    config = RunConfig(DistributedContext(), device, lambda line: print(line, file=sys.stderr, flush=True), args.print_freq)
+    loader = build_loader(dataset, False, args.batch_size, args.workers, 0, config.context, device.type == "cuda")
     criterion = nn.CrossEntropyLoss().to(device)
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
+    log = config.log
     rows, unreadable = [], 0
     for index, path in enumerate(paths, start=1):
         try:
@@ -132,12 +125,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"[{index}/{len(paths)}] {path.name}: {error}")
             rows.append({"checkpoint": path.name, "error": error})
             continue
-        stats = evaluate(model.to(device), criterion, loader, device, context, log, print_freq=args.print_freq)
+        stats = evaluate(model.to(device), criterion, loader, config)
         rows.append(result_row(path.name, info["arch"], info["kwargs"], stats, num_classes))
     print(table(rows))
     if unreadable:
-        return 2  # a damaged or unreadable checkpoint is bad input
-    return 1 if any("error" in row for row in rows) else 0
+        return EXIT_BAD_INPUT  # a damaged or unreadable checkpoint is bad input
+    return EXIT_FAILED if any("error" in row for row in rows) else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    show_warnings_as_one_line()
+    return exit_status_of(lambda: evaluate_all(args), "evaluate_released")
 
 
 if __name__ == "__main__":

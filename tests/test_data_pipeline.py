@@ -32,7 +32,7 @@ from utils.data.decode import (
 from utils.data.loaders import DeviceDecodedLoader, build_loader, start_epoch
 from utils.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CropDraw, RandomCropFlip, normalize_, resized_crop_flip
 from utils.distributed import DistributedContext
-from utils.training.engine import model_input
+from utils.training.classification import model_input
 
 SIZE = 24
 ODD = ("gray", "cmyk", "png", "progressive", "bmp")  # bmp: no codec reads it, PIL does

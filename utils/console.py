@@ -15,6 +15,7 @@ __all__ = [
     "UsageError",
     "OneLineErrorParser",
     "TRAINING_EXIT_STATUSES",
+    "training_parser",
     "exit_status_of",
     "parse_ksize",
     "show_warnings_as_one_line",
@@ -73,6 +74,13 @@ TRAINING_EXIT_STATUSES = f"""exit status:
   {EXIT_STOPPED}  stopped by SIGTERM or SIGUSR1 after saving a checkpoint of that step: continue with --resume auto
 """
 """The ``--help`` epilog of main.py and detect.py, which share their exits."""
+
+
+def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A training script's parser: one-line errors, the exit statuses in ``--help``."""
+    return OneLineErrorParser(
+        description=description, prog=prog, epilog=TRAINING_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def parse_ksize(text: Optional[str]) -> Optional[Union[str, List[str]]]:

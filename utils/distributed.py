@@ -1,6 +1,7 @@
 """Process-group setup for one process, torchrun (env://) or an explicit --world-size/--dist-url,
 and the few collective helpers training needs."""
 
+import argparse
 import os
 import re
 from contextlib import contextmanager
@@ -11,12 +12,15 @@ import torch
 import torch.distributed as dist
 from torch.distributed.constants import default_pg_timeout
 
-from utils.console import OneLineError
+from utils.console import OneLineError, UsageError
 
 __all__ = [
     "DistributedContext",
     "PeerFailedError",
+    "add_distributed_arguments",
+    "check_distributed_arguments",
     "init_distributed",
+    "describe_processes",
     "all_reduce_sum",
     "all_gather_rows",
     "gather_objects",
@@ -43,6 +47,28 @@ class DistributedContext:
     def is_main(self) -> bool:
         """Only this process writes logs and checkpoints."""
         return self.rank == 0
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags :func:`init_distributed` reads, for a run started without torchrun."""
+    parser.add_argument("--world-size", default=1, type=int, help="number of processes (without torchrun)")
+    parser.add_argument("--rank", default=0, type=int, help="this process's rank (without torchrun)")
+    parser.add_argument("--dist-url", default="tcp://127.0.0.1:23456", type=str, help="rendezvous URL (without torchrun)")
+    parser.add_argument("--dist-backend", default=None, type=str, choices=["nccl", "gloo"],
+                        help="default: nccl with CUDA, gloo without")
+
+
+def check_distributed_arguments(args: argparse.Namespace) -> None:
+    """A UsageError for flags of :func:`add_distributed_arguments` that cannot work, before any process group exists."""
+    if not 0 <= args.rank < max(args.world_size, 1):
+        raise UsageError(f"--rank {args.rank} is outside --world-size {args.world_size}")
+    if args.dist_backend == "nccl" and not torch.cuda.is_available():
+        raise UsageError("--dist-backend nccl needs CUDA; use gloo on CPU-only machines")
+
+
+def describe_processes(context: DistributedContext) -> str:
+    """``, 2 processes (gloo)`` under DDP, else nothing: the end of a run's first line."""
+    return f", {context.world_size} processes ({context.backend})" if context.enabled else ""
 
 
 def _launched_by_torchrun() -> bool:

@@ -1,14 +1,15 @@
-"""The detection training epoch, the 1x learning-rate schedule, and the COCO evaluation pass.
+"""COCO detection as a task of the shared training run (see utils/training/run.py), and the
+COCO evaluation pass.
 
-The counterpart of :mod:`utils.training.engine` for torchvision's detection interface: batches are
-lists of images and target dicts, the model returns a dict of losses in training and a list
-of detections in evaluation. What both loops share comes from :mod:`utils.training.engine` itself:
-unreadable images are skipped or stop the run (``--bad-images``), and a non-finite loss is
-recorded on the device without a host sync and read where the loop syncs anyway (progress
-lines, the end of the epoch), so it stops training before anything is saved.
+The counterpart of :mod:`utils.training.classification` for torchvision's detection interface:
+batches are lists of images and target dicts, the model returns a dict of losses in training
+and a list of detections in evaluation. The training epoch itself is
+:func:`utils.training.engine.train_one_epoch`, which every task shares: unreadable images are
+skipped or stop the run (``--bad-images``), and a non-finite loss is recorded on the device
+without a host sync and read where the loop syncs anyway (progress lines, the end of the
+epoch), so it stops training before anything is saved.
 """
 
-import bisect
 import functools
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -18,105 +19,97 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from utils.distributed import DistributedContext, all_reduce_sum, gather_objects
-from utils.longrun.preemption import StopSignal
-from utils.longrun.resume import CheckpointSchedule, EpochProgress
-from utils.training.engine import StepControl, optimizer_step, readable_batches, report_unreadable, set_learning_rate
+from utils.longrun.resume import EpochProgress
+from utils.training.config import RunConfig
+from utils.training.engine import readable_batches, report_unreadable
 from utils.training.metrics import format_duration
 
 from .coco import CocoDetection
 from .coco_eval import detections_to_results, evaluate_coco, merge_results
 
 __all__ = [
-    "DetectionSchedule",
+    "CSV_FIELDS",
     "LossTotals",
+    "DetectionTask",
     "move_to_device",
-    "train_one_epoch",
     "predict_dataset",
     "evaluate",
 ]
 
-Log = Callable[[str], None]
 Target = Dict[str, Any]
 
-
-class DetectionSchedule:
-    """MMDetection v1's 1x schedule: lr / 10 after the decay epochs, and a linear warm-up over
-    the first ``warmup_iters`` steps of the run from ``warmup_ratio`` of the lr.
-
-    The lr is a pure function of (epoch, step), so a resumed run follows it exactly.
-    """
-
-    def __init__(
-        self,
-        base_lr: float,
-        steps_per_epoch: int,
-        decay_epochs: Sequence[int] = (8, 11),
-        gamma: float = 0.1,
-        warmup_iters: int = 500,
-        warmup_ratio: float = 1.0 / 3.0,
-    ) -> None:
-        self.base_lr = base_lr
-        self.steps_per_epoch = steps_per_epoch
-        self.decay_epochs = sorted(decay_epochs)
-        self.gamma = gamma
-        self.warmup_iters = warmup_iters
-        self.warmup_ratio = warmup_ratio
-
-    def epoch_lr(self, epoch: int) -> float:
-        """The lr after warm-up in this epoch (what the CSV records)."""
-        return self.base_lr * self.gamma ** bisect.bisect_right(self.decay_epochs, epoch)
-
-    def __call__(self, epoch: int, step: int) -> float:
-        lr = self.epoch_lr(epoch)
-        iteration = epoch * self.steps_per_epoch + step
-        if iteration < self.warmup_iters:
-            # v1's 'linear' warm-up: lr * (1 - (1 - i / warmup_iters) * (1 - ratio)).
-            lr *= 1.0 - (1.0 - iteration / self.warmup_iters) * (1.0 - self.warmup_ratio)
-        return lr
+CSV_FIELDS = (
+    "epoch", "lr", "train_loss", "train_images_per_s",
+    "val_bbox_AP", "val_bbox_AP50", "val_bbox_AP75", "val_segm_AP", "val_segm_AP50", "val_segm_AP75", "epoch_seconds",
+)
+"""detect.py's log.csv columns: AP in percent, nan for epochs without an evaluation (--eval-interval) and segm without masks."""
 
 
 class LossTotals:
-    """Image-weighted sums of each loss (and their total) on the device, read only when printed.
+    """A training epoch's image-weighted sums of each loss (and their total) on the device, read
+    only when printed, and its progress line.
 
     The loss names come with the first step (they depend on the detector); a resumed epoch
     restores the sums of the steps before it with :meth:`restore`.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, config: RunConfig) -> None:
+        self.device = config.device
+        self.world_size = config.context.world_size
         self.names: List[str] = []
         self.sums: Optional[torch.Tensor] = None
         self.images = 0
+        self.values: Optional[torch.Tensor] = None
         self.start = time.perf_counter()
         self.earlier_seconds = 0.0
+        self.first_step = 0
 
-    def restore(self, sums: torch.Tensor, images: int, seconds: float) -> None:
-        """Continue from a mid-epoch checkpoint's sums, image count and seconds."""
-        self.sums = sums.to(self.device, torch.float64).clone()
-        self.images = images
-        self.earlier_seconds = seconds
+    def restore(self, row: torch.Tensor, progress: EpochProgress) -> None:
+        """Continue from a mid-epoch checkpoint's row (the sums, then the image count) after its steps and seconds."""
+        self.sums = row[:-1].to(self.device, torch.float64).clone()
+        self.images = int(row[-1].item())
+        self.earlier_seconds = progress.seconds
+        self.first_step = progress.step
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start + self.earlier_seconds
 
-    def row(self, size: int) -> torch.Tensor:
-        """The sums (zeros before any step) and the image count, as one float64 row."""
+    def row(self, context: DistributedContext) -> torch.Tensor:
+        """The sums (zeros before any step) and the image count, as one float64 row of the same
+        size on every rank (a collective: the loss names are agreed first)."""
+        size = len(_agreed_loss_names(self.names, context))
         sums = self.sums if self.sums is not None else torch.zeros(size, dtype=torch.float64, device=self.device)
         return torch.cat([sums, sums.new_tensor([float(self.images)])])
 
-    def update(self, losses: Dict[str, torch.Tensor], total: torch.Tensor, images: int) -> torch.Tensor:
-        """Add one step; returns that step's values (total first) as one device tensor."""
+    def update(self, loss: torch.Tensor, record: Tuple[Dict[str, torch.Tensor], int]) -> None:
+        """Add one step: its total ``loss`` and ``record``, (the detector's losses, the image count)."""
+        losses, images = record
         if not self.names:
             self.names = ["loss", *losses]
         if self.sums is None:
             self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
-        values = torch.stack([total.detach(), *(losses[name].detach() for name in self.names[1:])]).double()
-        self.sums += values * images
+        self.values = torch.stack([loss.detach(), *(losses[name].detach() for name in self.names[1:])]).double()
+        self.sums += self.values * images
         self.images += images
-        return values
 
-    def summary(self, context: Optional[DistributedContext] = None, names: Sequence[str] = ()) -> Dict[str, float]:
-        """Averages per image so far; with a context, over all processes (every rank must call it).
+    def progress_line(self, epoch: int, step: int, steps: int, lr: float) -> str:
+        """The step's losses (the total also as the average so far), lr, speed and time left."""
+        running = self._averages()
+        eta = (time.perf_counter() - self.start) / (step - self.first_step + 1) * (steps - step - 1)
+        current = self.values.tolist()
+        losses = [f"loss {current[0]:.4f} ({running['loss']:.4f})"]
+        losses += [f"{name.removeprefix('loss_')} {value:.4f}" for name, value in zip(self.names[1:], current[1:])]
+        return (
+            f"Epoch: [{epoch}][{step:>{len(str(steps))}}/{steps}]  {'  '.join(losses)}  "
+            f"lr {lr:.5g}  {running['images_per_s'] * self.world_size:.1f} img/s  eta {format_duration(eta)}"
+        )
+
+    def summary(self, context: DistributedContext) -> Dict[str, float]:
+        """Averages per image over all processes (every rank must call it)."""
+        return self._averages(context, _agreed_loss_names(self.names, context))
+
+    def _averages(self, context: Optional[DistributedContext] = None, names: Sequence[str] = ()) -> Dict[str, float]:
+        """Averages per image so far; with a context, over all processes.
 
         ``names`` gives the loss names when this process has not trained a step (all ranks
         must reduce tensors of one size).
@@ -135,6 +128,62 @@ class LossTotals:
         return {**averages, "images": int(count), "images_per_s": count / elapsed if elapsed > 0 else 0.0, "seconds": elapsed}
 
 
+def _agreed_loss_names(names: List[str], context: DistributedContext) -> List[str]:
+    """The loss names of any process that trained a step, so every rank reduces one tensor size."""
+    return next((found for found in gather_objects(names, context) if found), names)
+
+
+class DetectionTask:
+    """Training a torchvision detector (it returns its losses), evaluated with pycocotools on
+    ``val_set`` through ``val_loader`` with ``eval_model`` (the unwrapped model under DDP) for
+    ``iou_types``, the detections written to ``results_file``; the best epoch is the one with the
+    best bbox AP."""
+
+    best_key = "best_ap"
+    no_best = -1.0
+    csv_fields: Sequence[str] = CSV_FIELDS
+
+    def __init__(
+        self, val_loader: DataLoader, val_set: CocoDetection, eval_model: nn.Module, iou_types: Sequence[str], results_file: str
+    ) -> None:
+        self.val_loader = val_loader
+        self.val_set = val_set
+        self.eval_model = eval_model
+        self.iou_types = iou_types
+        self.results_file = results_file
+
+    def forward(
+        self, model: nn.Module, images: Sequence[torch.Tensor], targets: Sequence[Target], config: RunConfig
+    ) -> Tuple[torch.Tensor, Any]:
+        images, targets = move_to_device(images, targets, config.device)
+        with torch.autocast(config.device.type, dtype=config.amp_dtype, enabled=config.amp_dtype is not None):
+            losses = model(images, targets)
+        return sum(losses.values()), (losses, len(images))
+
+    def epoch_totals(self, config: RunConfig) -> LossTotals:
+        return LossTotals(config)
+
+    def evaluate(self, config: RunConfig) -> Optional[Dict[str, List[float]]]:
+        return evaluate(self.eval_model, self.val_loader, self.val_set, config, self.iou_types, self.results_file)
+
+    def score(self, stats: Dict[str, List[float]]) -> float:
+        return stats["bbox"][0]
+
+    def describe_best(self, best: float) -> str:
+        return f"best bbox AP {100 * max(best, 0.0):.1f}"
+
+    def epoch_row(
+        self, epoch: int, lr: float, train: Dict[str, float], stats: Optional[Dict[str, List[float]]]
+    ) -> Dict[str, float]:
+        row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_images_per_s": train["images_per_s"],
+               "epoch_seconds": train["seconds"]}
+        for iou_type in ("bbox", "segm"):
+            values = (stats or {}).get(iou_type)
+            for index, suffix in enumerate(("AP", "AP50", "AP75")):
+                row[f"val_{iou_type}_{suffix}"] = 100 * values[index] if values else float("nan")
+        return row
+
+
 def move_to_device(
     images: Sequence[torch.Tensor], targets: Sequence[Target], device: torch.device
 ) -> Tuple[List[torch.Tensor], List[Target]]:
@@ -147,99 +196,12 @@ def move_to_device(
     return images, targets
 
 
-def _loss_line(values: torch.Tensor, totals: Dict[str, float], names: Sequence[str]) -> str:
-    current = values.tolist()
-    parts = [f"loss {current[0]:.4f} ({totals['loss']:.4f})"]
-    parts += [f"{name.removeprefix('loss_')} {value:.4f}" for name, value in zip(names[1:], current[1:])]
-    return "  ".join(parts)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loader: DataLoader,
-    device: torch.device,
-    epoch: int,
-    schedule: DetectionSchedule,
-    context: DistributedContext,
-    log: Log,
-    print_freq: int = 20,
-    amp_dtype: Optional[torch.dtype] = None,
-    scaler: Optional[torch.amp.GradScaler] = None,
-    clip_grad_norm: Optional[float] = 35.0,
-    bad_images: str = "skip",
-    resume_from: Optional[EpochProgress] = None,
-    stop: Optional[StopSignal] = None,
-    checkpoints: Optional[CheckpointSchedule] = None,
-    save_progress: Optional[Callable[[EpochProgress], None]] = None,
-) -> Dict[str, float]:
-    """Train one pass over ``loader`` with the lr of ``schedule`` at every step.
-
-    Returns each loss averaged per image over all processes, ``images_per_s``, ``seconds``
-    and the number of ``unreadable`` files skipped. Raises NonFiniteLossError if the loss
-    diverged, before the caller saves anything.
-
-    Long runs work as utils.training.engine.train_one_epoch's: ``resume_from`` continues an epoch a
-    mid-epoch checkpoint stopped (the loader started after its steps); with ``save_progress``
-    the epoch calls it on every rank with its :class:`EpochProgress` at the steps
-    ``checkpoints`` names and when ``stop`` has caught a signal, then raises TrainingStopped.
-    A progress row per process holds the loss sums, the image count and the skipped files.
-    """
-    model.train()
-    totals = LossTotals(device)
-    first_step = unreadable_before = 0
-    if resume_from is not None:
-        own = resume_from.totals[context.rank]
-        totals.restore(own[:-2], int(own[-2].item()), resume_from.seconds)
-        first_step, unreadable_before = resume_from.step, int(own[-1].item())
-    steps = first_step + len(loader)
-    unreadable: List[str] = []
-    control = StepControl(epoch, steps, print_freq, loader.batch_size, device, context, stop, checkpoints, save_progress)
-    lr = schedule(epoch, first_step)
-    for step, images, targets in readable_batches(loader, bad_images, unreadable, first_step):
-        lr = schedule(epoch, step)
-        set_learning_rate(optimizer, lr)
-        images, targets = move_to_device(images, targets, device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer_step(loss, optimizer, scaler, clip_grad_norm)
-        values = totals.update(losses, loss, len(images))
-        printing, saving = control.after_step(step, loss)
-        if printing:
-            running = totals.summary()
-            eta = (time.perf_counter() - totals.start) / (step - first_step + 1) * (steps - step - 1)
-            log(
-                f"Epoch: [{epoch}][{step:>{len(str(steps))}}/{steps}]  {_loss_line(values, running, totals.names)}  "
-                f"lr {lr:.5g}  {running['images_per_s'] * context.world_size:.1f} img/s  eta {format_duration(eta)}"
-            )
-        if saving:
-            size = len(_agreed_loss_names(totals.names, context))
-            control.save(step, totals.row(size), len(unreadable) + unreadable_before, totals.elapsed())
-    control.finish()
-    loss_names = _agreed_loss_names(totals.names, context)
-    summary = totals.summary(context, loss_names)
-    summary["unreadable"] = report_unreadable(unreadable, device, context, log, f"Epoch: [{epoch}]", unreadable_before)
-    summary["lr"] = schedule.epoch_lr(epoch)
-    return summary
-
-
-def _agreed_loss_names(names: List[str], context: DistributedContext) -> List[str]:
-    """The loss names of any process that trained a step, so every rank reduces one tensor size."""
-    return next((found for found in gather_objects(names, context) if found), names)
-
-
 @torch.no_grad()
 def predict_dataset(
     model: nn.Module,
     loader: DataLoader,
-    device: torch.device,
-    context: DistributedContext,
-    log: Log,
+    config: RunConfig,
     to_results: Callable[[Iterable[Tuple[int, Dict[str, torch.Tensor]]]], List[Dict[str, Any]]],
-    print_freq: int = 20,
-    amp_dtype: Optional[torch.dtype] = None,
-    bad_images: str = "skip",
 ) -> Tuple[List[Dict[str, Any]], List[int], int]:
     """Run the model over this process's share of ``loader``; returns (COCO result entries, the
     ids of the images it ran on, the number of unreadable files all processes skipped).
@@ -250,13 +212,14 @@ def predict_dataset(
     Pass the unwrapped model under DDP (ranks may hold different numbers of batches).
     """
     model.eval()
+    device, amp_dtype, print_freq = config.device, config.amp_dtype, config.print_freq
     results: List[Dict[str, Any]] = []
     image_ids: List[int] = []
     steps = len(loader)
     unreadable: List[str] = []
     start = time.perf_counter()
     images_done = 0
-    for step, images, targets in readable_batches(loader, bad_images, unreadable):
+    for step, images, targets in readable_batches(loader, config.bad_images, unreadable):
         images = [image.to(device, non_blocking=True) for image in images]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
@@ -267,24 +230,19 @@ def predict_dataset(
         images_done += len(images)
         if print_freq and (step % print_freq == 0 or step == steps - 1):
             elapsed = time.perf_counter() - start
-            rate = images_done / elapsed if elapsed > 0 else 0.0
+            rate = images_done / elapsed * config.context.world_size if elapsed > 0 else 0.0
             eta = elapsed / (step + 1) * (steps - step - 1)
-            log(f"Test: [{step:>{len(str(steps))}}/{steps}]  {rate * context.world_size:.1f} img/s  eta {format_duration(eta)}")
-    return results, image_ids, report_unreadable(unreadable, device, context, log, "Test:")
+            config.log(f"Test: [{step:>{len(str(steps))}}/{steps}]  {rate:.1f} img/s  eta {format_duration(eta)}")
+    return results, image_ids, report_unreadable(unreadable, config, "Test:")
 
 
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
     dataset: CocoDetection,
-    device: torch.device,
-    context: DistributedContext,
-    log: Log,
+    config: RunConfig,
     iou_types: Sequence[str] = ("bbox",),
     results_file: Optional[str] = None,
-    print_freq: int = 20,
-    amp_dtype: Optional[torch.dtype] = None,
-    bad_images: str = "skip",
 ) -> Optional[Dict[str, List[float]]]:
     """COCO evaluation of ``model`` on ``dataset`` with pycocotools, the detections of all
     processes gathered on rank 0, which prints the summary and the `` * bbox AP`` lines and
@@ -292,11 +250,12 @@ def evaluate(
 
     Images that could not be read are left out of the evaluation, not counted as misses.
     """
+    context = config.context
     to_results = functools.partial(detections_to_results, category_ids=dataset.category_ids)
-    results, image_ids, _ = predict_dataset(model, loader, device, context, log, to_results, print_freq, amp_dtype, bad_images)
+    results, image_ids, _ = predict_dataset(model, loader, config, to_results)
     gathered_results = gather_objects(results, context)
     gathered_ids = gather_objects(image_ids, context)
     if not context.is_main:
         return None
     evaluated = sorted({image_id for ids in gathered_ids for image_id in ids})
-    return evaluate_coco(dataset.coco, merge_results(gathered_results), iou_types, results_file, evaluated, log)
+    return evaluate_coco(dataset.coco, merge_results(gathered_results), iou_types, results_file, evaluated, config.log)

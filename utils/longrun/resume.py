@@ -1,5 +1,5 @@
 """Where a run continues from: ``--resume auto``, the position inside an epoch that a mid-epoch
-checkpoint records, and the schedule of those checkpoints.
+checkpoint records, what a run takes over from its checkpoint, and the schedule of those checkpoints.
 
 A run directory holds up to two resumable files: ``checkpoint.pth.tar`` at the end of each
 epoch and ``checkpoint_step.pth.tar`` inside one (every ``--checkpoint-every`` steps, and when
@@ -9,27 +9,32 @@ and every restart. A damaged one is set aside and the other used (or none), so t
 requeued after its last save was damaged still goes on.
 """
 
+import argparse
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
 from utils.checkpoint import CheckpointError, CheckpointWarning, load_checkpoint_file
+from utils.console import UsageError
 from utils.data.loaders import start_epoch
+from utils.longrun.preemption import StopSignal
 
 __all__ = [
     "EPOCH_CHECKPOINT",
     "STEP_CHECKPOINT",
     "DAMAGED_SUFFIX",
     "RunPosition",
+    "add_long_run_arguments",
     "checkpoint_position",
     "latest_checkpoint",
     "resolve_resume",
-    "resume_state",
     "CheckpointSchedule",
     "EpochProgress",
+    "MidEpochCheckpoints",
+    "RunStart",
     "begin_epoch",
 ]
 
@@ -44,6 +49,15 @@ class RunPosition:
 
     epoch: int
     step: int = 0
+
+
+def add_long_run_arguments(parser: argparse.ArgumentParser, resume_help: str) -> None:
+    """The flags of a run that outlives its processes: ``--resume`` (a path, or ``auto``: see
+    :func:`resolve_resume`) and ``--checkpoint-every`` (mid-epoch checkpoints: :class:`CheckpointSchedule`)."""
+    parser.add_argument("--resume", default="", type=str, metavar="PATH", help=resume_help)
+    parser.add_argument("--checkpoint-every", default=None, type=int, metavar="N",
+                        help=f"also save {STEP_CHECKPOINT} every N training steps, inside epochs "
+                        "(default: only at the end of each epoch, and when SIGTERM or SIGUSR1 stops the run)")
 
 
 def checkpoint_position(path: str) -> RunPosition:
@@ -87,13 +101,17 @@ def _set_aside(path: str, error: CheckpointError, latest: Optional[str]) -> None
     warnings.warn(f"--resume auto: {error}; {moved}, {continuing}", CheckpointWarning)
 
 
-def resolve_resume(resume: str, run_dir: str) -> str:
+def resolve_resume(resume: str, run_dir: str, evaluating: bool = False) -> str:
     """``--resume`` as a path: ``auto`` becomes the run directory's latest intact checkpoint, or
-    ``""`` (start fresh) when it has none; anything else is returned as it is, to be loaded
-    (and refused if damaged) without falling back to another file."""
+    ``""`` (start fresh) when it has none, a UsageError when ``evaluating`` (nothing to evaluate);
+    anything else is returned as it is, to be loaded (and refused if damaged) without falling
+    back to another file."""
     if resume != "auto":
         return resume
-    return latest_checkpoint(run_dir) or ""
+    latest = latest_checkpoint(run_dir) or ""
+    if not latest and evaluating:
+        raise UsageError(f"--resume auto: {run_dir} holds no checkpoint to evaluate")
+    return latest
 
 
 class CheckpointSchedule:
@@ -171,18 +189,43 @@ class EpochProgress:
             )
 
 
-def resume_state(
-    checkpoint: Dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]
-) -> Tuple[int, float]:
-    """Restore the optimizer (and loss scaler) from a checkpoint; returns (its epoch, best score so far)."""
-    if "optimizer" in checkpoint:
-        try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as error:
-            raise CheckpointError(f"the checkpoint's optimizer state does not fit this model ({error})") from None
-    if scaler is not None and checkpoint.get("scaler"):
-        scaler.load_state_dict(checkpoint["scaler"])
-    return int(checkpoint.get("epoch", 0)), float(checkpoint.get("best_prec1", 0.0))
+@dataclass(frozen=True)
+class MidEpochCheckpoints:
+    """How an epoch saves where it stands: ``save`` (called on every rank with the epoch's
+    :class:`EpochProgress`) at the steps ``schedule`` names, and when ``stop`` has caught a signal."""
+
+    save: Callable[[EpochProgress], None]
+    stop: Optional[StopSignal]
+    schedule: CheckpointSchedule
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Where a training run begins: at ``epoch`` (inside it after ``progress``'s steps, for a
+    mid-epoch checkpoint) with the ``best`` score so far, the RNG states to restore (``rng``),
+    and whether it continues a checkpoint (``resumed``: a fresh run starts a new log)."""
+
+    epoch: int
+    best: float
+    progress: Optional[EpochProgress] = None
+    rng: Optional[Dict[str, Any]] = None
+    resumed: bool = False
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any], best_key: str, no_best: float) -> "RunStart":
+        """Where ``checkpoint`` stopped; its best score is under ``best_key`` (``no_best`` if absent)."""
+        return cls(
+            epoch=int(checkpoint.get("epoch", 0)),
+            best=float(checkpoint.get(best_key, no_best)),
+            progress=EpochProgress.from_checkpoint(checkpoint),
+            rng=checkpoint.get("rng"),
+            resumed=True,
+        )
+
+    def __str__(self) -> str:
+        """``epoch 3``, or ``epoch 3, step 20/100`` inside an epoch."""
+        progress = self.progress
+        return f"epoch {self.epoch}" + (f", step {progress.step}/{progress.steps}" if progress else "")
 
 
 def begin_epoch(loader: Any, epoch: int, progress: Optional[EpochProgress], batch_size: int, world_size: int) -> Optional[EpochProgress]:

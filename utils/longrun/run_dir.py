@@ -3,7 +3,8 @@ leaves there (the log row, ``checkpoint.pth.tar``, ``model_best.pth.tar``) and t
 leaves (``checkpoint_step.pth.tar``), for every training script."""
 
 import os
-from typing import Any, Callable, Dict, Optional
+from types import TracebackType
+from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 import torch
 
@@ -12,9 +13,9 @@ from utils.console import UsageError
 from utils.distributed import DistributedContext, run_on_main
 from utils.longrun.preemption import EXIT_STOPPED, StopSignal, TrainingStopped, stop_agreed
 from utils.longrun.resume import EPOCH_CHECKPOINT, STEP_CHECKPOINT, EpochProgress
-from utils.longrun.run_log import RunLog
+from utils.longrun.run_log import CSV_FIELDS, RunLog
 
-__all__ = ["run_directory", "prepare_run_dir", "finish_epoch", "end_epoch", "progress_saver", "report_stop"]
+__all__ = ["run_directory", "prepare_run_dir", "RunDirectory", "report_stop"]
 
 State = Callable[..., Dict[str, Any]]  # what a checkpoint holds, given where in training it is taken
 
@@ -52,43 +53,63 @@ def prepare_run_dir(run_dir: str, resuming: bool, log: Callable[[str], None]) ->
     return run_dir
 
 
-def finish_epoch(run_dir: str, run_log: RunLog, row: Dict[str, float], state: Dict[str, Any], is_best: bool) -> None:
-    """Log the epoch, then save its checkpoint, in that order: killed in between, the run
-    resumes before this epoch, runs it again and logs it once more, replacing the row.
+class RunDirectory:
+    """What a training run leaves in its directory, written by rank 0 (every rank learns if a
+    write failed): after each epoch its log row and ``checkpoint.pth.tar``, inside an epoch
+    ``checkpoint_step.pth.tar``. ``state(**position)`` is what a checkpoint holds, ``position``
+    saying where in training it was taken.
 
-    The epoch's checkpoint supersedes any mid-epoch one, which is removed; a copy goes to
-    ``model_best.pth.tar`` when the epoch is the best so far.
+    The log (``fields`` its columns) continues at ``first_epoch`` (see
+    :class:`~utils.longrun.run_log.RunLog`); use the directory as a context manager, which closes it.
     """
-    run_log.log_epoch(row)
-    path = os.path.join(run_dir, EPOCH_CHECKPOINT)
-    save_checkpoint(state, path)
-    if is_best:
-        copy_checkpoint(path, os.path.join(run_dir, BEST_CHECKPOINT))
-    step_checkpoint = os.path.join(run_dir, STEP_CHECKPOINT)
-    if os.path.exists(step_checkpoint):
-        os.unlink(step_checkpoint)
 
+    def __init__(
+        self, path: str, state: State, context: DistributedContext, device: torch.device,
+        first_epoch: int = 0, fields: Sequence[str] = CSV_FIELDS,
+    ) -> None:
+        self.path = path
+        self.state = state
+        self.context = context
+        self.device = device
+        self.run_log = RunLog(path, first_epoch, fields) if context.is_main else None
 
-def end_epoch(
-    run_dir: str, run_log: Optional[RunLog], row: Dict[str, float], state: State, epoch: int, epochs: int, is_best: bool,
-    stop: StopSignal, context: DistributedContext, device: torch.device,
-) -> None:
-    """:func:`finish_epoch` on rank 0 (every rank learns if it failed), then raise TrainingStopped
-    on every rank if rank 0 caught a signal and epochs remain."""
-    run_on_main(lambda: finish_epoch(run_dir, run_log, row, state(epoch=epoch + 1), is_best), context, device,
-                f"to save epoch {epoch}")
-    if epoch + 1 < epochs and stop_agreed(stop, context, device):
-        raise TrainingStopped(stop.requested or "process 0's signal", epoch)
+    def __enter__(self) -> "RunDirectory":
+        return self
 
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], error: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> None:
+        if self.run_log is not None:
+            self.run_log.close()
 
-def progress_saver(run_dir: str, state: State, context: DistributedContext, device: torch.device) -> Callable[[EpochProgress], None]:
-    """The ``save_progress`` of the training loops: a mid-epoch checkpoint, written by rank 0."""
+    def save_progress(self, progress: EpochProgress) -> None:
+        """A mid-epoch checkpoint of ``progress`` (call it on every rank)."""
+        path = os.path.join(self.path, STEP_CHECKPOINT)
+        run_on_main(lambda: save_checkpoint(self.state(**progress.state()), path), self.context, self.device, f"to write {path}")
 
-    def save_progress(progress: EpochProgress) -> None:
-        path = os.path.join(run_dir, STEP_CHECKPOINT)
-        run_on_main(lambda: save_checkpoint(state(**progress.state()), path), context, device, f"to write {path}")
+    def end_epoch(self, epoch: int, epochs: int, row: Dict[str, float], is_best: bool, stop: StopSignal) -> None:
+        """Log the epoch and save its checkpoint (call it on every rank), then raise TrainingStopped
+        on every rank if rank 0 caught a signal and epochs remain."""
+        run_on_main(lambda: self._finish_epoch(row, self.state(epoch=epoch + 1), is_best), self.context, self.device,
+                    f"to save epoch {epoch}")
+        if epoch + 1 < epochs and stop_agreed(stop, self.context, self.device):
+            raise TrainingStopped(stop.requested or "process 0's signal", epoch)
 
-    return save_progress
+    def _finish_epoch(self, row: Dict[str, float], state: Dict[str, Any], is_best: bool) -> None:
+        """Log the epoch, then save its checkpoint, in that order: killed in between, the run
+        resumes before this epoch, runs it again and logs it once more, replacing the row.
+
+        The epoch's checkpoint supersedes any mid-epoch one, which is removed; a copy goes to
+        ``model_best.pth.tar`` when the epoch is the best so far.
+        """
+        self.run_log.log_epoch(row)
+        path = os.path.join(self.path, EPOCH_CHECKPOINT)
+        save_checkpoint(state, path)
+        if is_best:
+            copy_checkpoint(path, os.path.join(self.path, BEST_CHECKPOINT))
+        step_checkpoint = os.path.join(self.path, STEP_CHECKPOINT)
+        if os.path.exists(step_checkpoint):
+            os.unlink(step_checkpoint)
 
 
 def report_stop(stopped: TrainingStopped, run_dir: str, log: Callable[[str], None]) -> int:
