@@ -150,6 +150,10 @@ def _padded(low: float, high: float, fraction: float, least: float) -> Tuple[flo
     return low - pad, high + pad
 
 
+def _marker(index: int) -> str:
+    return MARKERS[index // len(COLOURS) % len(MARKERS)]
+
+
 def _bubble_areas(points: Sequence[ScatterPoint]) -> List[float]:
     largest = max((point.size for point in points if point.size), default=None)
     if largest is None:
@@ -159,13 +163,13 @@ def _bubble_areas(points: Sequence[ScatterPoint]) -> List[float]:
 
 def _size_key(figure: Figure, points: Sequence[ScatterPoint], areas: Sequence[float], size_label: str) -> None:
     """Below the chart: the smallest and the largest circle with what they stand for."""
-    smallest_by_text = {}
+    smallest = {}  # each printed size once, at its smallest circle
     for area, text in sorted((area, point.size_text) for point, area in zip(points, areas) if point.size):
-        smallest_by_text.setdefault(text, area)
-    if not smallest_by_text:
+        smallest.setdefault(text, area)
+    if not smallest:
         return
-    sized = [(area, text) for text, area in smallest_by_text.items()]
-    shown = [sized[0], sized[-1]] if len(sized) > 1 else sized
+    sized = sorted((area, text) for text, area in smallest.items())
+    shown = sized[:1] + sized[1:][-1:]
     handles = [Line2D([], [], linestyle="", marker="o", markersize=math.sqrt(area), markerfacecolor="none", markeredgecolor="#555555")
                for area, _ in shown]
     figure.legend(handles, [text for _, text in shown], title=f"circle area: {size_label}", loc="outside lower center",
@@ -193,8 +197,8 @@ def accuracy_chart(
         for index, (point, area, colour) in enumerate(zip(points, areas, colours)):
             if point.y_spread:
                 axes.errorbar(point.x, point.y, yerr=point.y_spread, fmt="none", ecolor=colour, elinewidth=1.2, capsize=ERROR_CAP, zorder=2)
-            axes.scatter(point.x, point.y, s=area, color=colour, marker=MARKERS[index // len(COLOURS) % len(MARKERS)], alpha=0.75,
-                         edgecolors="black", linewidths=MARKER_EDGE, zorder=3)
+            axes.scatter(point.x, point.y, s=area, color=colour, marker=_marker(index), alpha=0.75, edgecolors="black",
+                         linewidths=MARKER_EDGE, zorder=3)
         xs = [point.x for point in points]
         ys = [point.y + sign * (point.y_spread or 0) for point in points for sign in (-1, 1)]
         axes.set_xlim(*_padded(min(xs), max(xs), 0.15, 0.03 * max(abs(x) for x in xs) or 0.5))
@@ -203,9 +207,9 @@ def accuracy_chart(
         figure.canvas.draw()  # lays the chart out; labels are then placed in its pixels, and the layout stays
         figure.set_layout_engine("none")
         if not _label_points(axes, points, areas, colours):
-            axes.legend([Line2D([], [], linestyle="", marker=MARKERS[index // len(COLOURS) % len(MARKERS)], color=colour, markersize=7)
-                         for index, colour in enumerate(colours)], [point.label for point in points],
-                        loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=LABEL_FONT_SIZE, borderaxespad=0)
+            keys = [Line2D([], [], linestyle="", marker=_marker(index), color=colour, markersize=7) for index, colour in enumerate(colours)]
+            axes.legend(keys, [point.label for point in points], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=LABEL_FONT_SIZE,
+                        borderaxespad=0)
             figure.set_layout_engine("constrained")
     return figure
 
