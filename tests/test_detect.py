@@ -117,6 +117,32 @@ def test_sigterm_stops_with_a_step_checkpoint_and_resume_auto_is_exact(trained, 
     assert read_log(tmp_path)[0]["train_loss"] == read_log(trained[0])[0]["train_loss"]
 
 
+def test_a_warm_up_longer_than_an_epoch_multiplies_with_the_decay_and_resumes_bitwise_inside_it(coco, tmp_path):
+    """The 1x schedule per step: a warm-up of 3 steps (of 2 per epoch) from lr / 3, and / 10 after
+    epoch 1, multiplied where they overlap, as in MMDetection v1. SIGTERM inside the warm-up, then
+    --resume auto: the replayed schedule gives the lr of the run that never stopped, and its weights."""
+    settings = [*TINY, "--warmup-iters", "3", "--lr-steps", "1", "--lr", "0.01", "--epochs", "2", "--eval-interval", "2"]
+    straight = run_detect(coco, *settings, "--output-dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    assert re.findall(r"^Epoch: .*  lr (\S+)  ", straight.stdout, re.M) == ["0.0033333", "0.0055556", "0.00077778", "0.001"]
+
+    command = [coco, *settings, "--output-dir", tmp_path / "stopped", "--resume", "auto"]
+    process = start_script("detect.py", *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in process.stdout:
+        if line.startswith("Epoch: [0][0/2]"):
+            process.send_signal(signal.SIGTERM)
+            break
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 75, err
+    resumed = run_detect(*command)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "=> resumed" in resumed.stdout and ", step " in resumed.stdout
+    expected = load_checkpoint_file(tmp_path / "straight" / "checkpoint.pth.tar")
+    actual = load_checkpoint_file(tmp_path / "stopped" / "checkpoint.pth.tar")
+    assert [key for key in expected["state_dict"] if not torch.equal(expected["state_dict"][key], actual["state_dict"][key])] == []
+    assert [row["lr"] for row in read_log(tmp_path / "stopped")] == [row["lr"] for row in read_log(tmp_path / "straight")]
+
+
 def test_torchrun_trains_on_two_processes_with_one_checkpoint(coco, tmp_path):
     result = run_script(
         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2, "detect.py", coco, *TINY, "--epochs", 1,

@@ -27,7 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_robustness import make_images
 
 import main as main_module
-from utils.checkpoint import load_checkpoint_file
+from utils.checkpoint import load_checkpoint_file, save_checkpoint
 from utils.distributed import DistributedContext, PeerFailedError, peer_loss_reported
 from utils.longrun.preemption import EXIT_STOPPED
 from utils.longrun.run_log import CSV_FIELDS, RunLog
@@ -75,7 +75,7 @@ def csv_rows(run_dir):
         return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
 
 
-def assert_same_run(expected_dir, actual_dir):
+def assert_same_run(expected_dir, actual_dir, epochs=EPOCHS):
     """Bitwise the same weights, optimizer state and position; the same log, each epoch once."""
     expected = load_checkpoint_file(Path(expected_dir) / "checkpoint.pth.tar")
     actual = load_checkpoint_file(Path(actual_dir) / "checkpoint.pth.tar")
@@ -86,7 +86,7 @@ def assert_same_run(expected_dir, actual_dir):
     assert len(actual_momentum) == len(expected_momentum)
     assert all(torch.equal(a, b) for a, b in zip(actual_momentum, expected_momentum))
     assert csv_rows(actual_dir) == csv_rows(expected_dir)
-    assert [int(row["epoch"]) for row in csv_rows(actual_dir)] == list(range(EPOCHS))
+    assert [int(row["epoch"]) for row in csv_rows(actual_dir)] == list(range(epochs))
     assert not any(name.endswith(".tmp") for name in os.listdir(actual_dir))
 
 
@@ -176,6 +176,23 @@ def test_kill_9_after_a_mid_epoch_checkpoint_then_resume_auto_ends_bitwise_as_th
     assert f"=> resumed {run_dir / 'checkpoint_step.pth.tar'} at epoch {saved['epoch']}, step {saved['step']}/{STEPS_PER_EPOCH}" in out
     assert_same_run(uninterrupted, run_dir)
     assert tensorboard_steps(run_dir) == list(range(EPOCHS))
+
+
+def test_a_checkpoint_written_before_the_lr_schedule_was_torchs_resumes_as_the_run_that_never_stopped(data, tmp_path):
+    """main.py's checkpoint.pth.tar as it was written before its schedule became torch's StepLR: the
+    epoch's lr from the closed form in the optimizer state and no ``initial_lr``. MobileNetV2's lr
+    falls every epoch, so a resume that started its schedule from the stored lr would drift."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main_module.main(command(data, straight, extra=["--epochs", 3])) == 0
+    assert main_module.main(command(data, stopped)) == 0
+    path = stopped / "checkpoint.pth.tar"
+    checkpoint = load_checkpoint_file(path)
+    for group in checkpoint["optimizer"]["param_groups"]:
+        del group["initial_lr"]
+        group["lr"] = 0.01 * 0.98 ** (EPOCHS - 1)
+    save_checkpoint(checkpoint, path)
+    assert main_module.main(command(data, stopped, extra=["--epochs", 3])) == 0
+    assert_same_run(straight, stopped, epochs=3)
 
 
 def test_a_run_resumed_in_the_second_its_killed_predecessor_started_keeps_its_tensorboard_curves(tmp_path):
