@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
-from utils.checkpoint import CheckpointError, CheckpointSaveError, atomic_write, load_model  # noqa: E402
-from utils.console import OneLineErrorParser, UsageError, show_warnings_as_one_line  # noqa: E402
-from utils.data.datasets import DataError, SkippingImageFolder, build_dataset  # noqa: E402
+from utils.checkpoint import atomic_write, load_model  # noqa: E402
+from utils.console import OneLineErrorParser, UsageError, exit_status_of, show_warnings_as_one_line  # noqa: E402
+from utils.data.datasets import SkippingImageFolder, build_dataset  # noqa: E402
 from utils.data.loaders import collate_readable  # noqa: E402
 from utils.paper.charts import LinePanel, LineSeries, chart_paths, line_chart, save_chart  # noqa: E402
 from utils.paper.gates import GateRecorder, attention_layers, block_of, last_stage  # noqa: E402
@@ -167,14 +167,7 @@ def plot(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     show_warnings_as_one_line()
-    try:
-        return plot(args)
-    except (UsageError, CheckpointError, DataError) as error:
-        print(f"plot_attention.py: error: {error}", file=sys.stderr)
-        return 2
-    except CheckpointSaveError as error:
-        print(f"plot_attention.py: error: {error}", file=sys.stderr)
-        return 1
+    return exit_status_of(lambda: plot(args), "plot_attention.py: error")
 
 
 if __name__ == "__main__":

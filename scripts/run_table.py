@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from torchvision.datasets.folder import find_classes  # noqa: E402
 
 import models  # noqa: E402
-from utils.checkpoint import CheckpointSaveError, atomic_write  # noqa: E402
-from utils.console import OneLineErrorParser, UsageError, parse_ksize  # noqa: E402
+from utils.checkpoint import atomic_write  # noqa: E402
+from utils.console import OneLineErrorParser, UsageError, exit_status_of, parse_ksize  # noqa: E402
 from utils.counting.complexity import count_parameters, paper_flops  # noqa: E402
 from utils.longrun.preemption import EXIT_STOPPED  # noqa: E402
 from utils.paper.report import RowResult, TableChart, accuracy_figure, kernel_size_figure, write_table  # noqa: E402
@@ -303,14 +303,7 @@ def run(args: argparse.Namespace, passthrough: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args, passthrough = parse_args(argv)
-    try:
-        return run(args, passthrough)
-    except UsageError as error:
-        print(f"run_table.py: error: {error}", file=sys.stderr)
-        return 2
-    except CheckpointSaveError as error:
-        print(f"run_table.py: error: {error}", file=sys.stderr)
-        return 1
+    return exit_status_of(lambda: run(args, passthrough), "run_table.py: error")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.checkpoint import CheckpointError, verify_checkpoint_file  # noqa: E402
-from utils.console import OneLineErrorParser  # noqa: E402
+from utils.console import EXIT_FAILED, OneLineErrorParser  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         except CheckpointError as error:
             print(f"BAD  {error}", flush=True)
             bad += 1
-    return 1 if bad else 0
+    return EXIT_FAILED if bad else 0
 
 
 if __name__ == "__main__":
