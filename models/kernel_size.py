@@ -1,10 +1,10 @@
 """ECA's kernel sizes: the paper's adaptive k (Eq. 12, arXiv v1's Eq. 9) and the per-stage k specifications
-that the ECA networks' constructors, ``--ksize`` and the checkpoint loader take."""
+that the ECA networks' constructors, ``--ksize`` and the checkpoint loader take, read and written."""
 
 import math
 from typing import List, Sequence, Union
 
-__all__ = ["adaptive_kernel_size", "parse_kernel_sizes", "KernelSizeSpec"]
+__all__ = ["adaptive_kernel_size", "parse_kernel_sizes", "format_kernel_sizes", "KernelSizeSpec"]
 
 KernelSizeSpec = Union[str, Sequence[Union[int, str]]]
 """Per-stage ECA kernel sizes: ``"3557"``, ``[3, 5, 5, 7]``, ``list("3557")`` or ``"adaptive"``."""
@@ -51,6 +51,11 @@ def parse_kernel_sizes(k_size: KernelSizeSpec, stage_channels: Sequence[int]) ->
             )
         sizes.append(entry)
     return sizes
+
+
+def format_kernel_sizes(sizes: Sequence[int]) -> str:
+    """As ``--ksize`` takes them: ``3557``, or comma-separated when some k has two digits."""
+    return "".join(map(str, sizes)) if all(k < 10 for k in sizes) else ",".join(map(str, sizes))
 
 
 def _show(k_size: KernelSizeSpec) -> str:

@@ -18,8 +18,8 @@ from PIL import Image
 
 import detect
 from models.detection import COCO_CLASSES, create_detector
+from models.detection.layout import mmdet_v1_to_torchvision
 from utils.checkpoint import load_checkpoint_file
-from utils.detection.checkpoint import mmdet_v1_to_torchvision
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SMALL = [

@@ -12,14 +12,9 @@ import torch
 
 import models
 from models.detection import COCO_CLASSES, create_detector
+from models.detection.layout import infer_detector, mmdet_v1_to_torchvision
 from utils.checkpoint import CheckpointError, CheckpointWarning, save_checkpoint
-from utils.detection.checkpoint import (
-    classification_arch_and_k,
-    infer_detector,
-    load_backbone_weights,
-    load_detector,
-    mmdet_v1_to_torchvision,
-)
+from utils.detection.checkpoint import classification_arch_and_k, load_backbone_weights, load_detector
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY = {"min_size": 64, "max_size": 96}
