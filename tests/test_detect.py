@@ -42,6 +42,18 @@ def read_log(run_dir):
         return list(csv.DictReader(handle))
 
 
+def stop_with_sigterm(command, at_line):
+    """Start detect.py on ``command`` and send it SIGTERM once it prints a line starting with
+    ``at_line``; the finished process, its stdout and its stderr."""
+    process = start_script("detect.py", *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in process.stdout:
+        if line.startswith(at_line):
+            process.send_signal(signal.SIGTERM)
+            break
+    out, err = process.communicate(timeout=300)
+    return process, out, err
+
+
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     """The demo's generator at 64 x 64 pixels: 8 training and 4 validation images of five shape classes."""
@@ -97,12 +109,7 @@ def test_sigterm_stops_with_a_step_checkpoint_and_resume_auto_is_exact(trained, 
     """Exact resume: SIGTERM during the first epoch leaves a checkpoint of that step (exit 75); the
     same command with --resume auto then ends with bitwise the weights of the uninterrupted run."""
     command = [coco, *TINY, "--lr", "0.01", "--epochs", "2", "--eval-interval", "2", "--output-dir", tmp_path, "--resume", "auto"]
-    process = start_script("detect.py", *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for line in process.stdout:
-        if line.startswith("Epoch: [0][0/2]"):
-            process.send_signal(signal.SIGTERM)
-            break
-    out, err = process.communicate(timeout=300)
+    process, out, err = stop_with_sigterm(command, at_line="Epoch: [0][0/2]")
     assert process.returncode == 75, err
     assert "saved" in out and "continue with --resume auto (exit status 75)" in out
     assert os.path.exists(tmp_path / "checkpoint_step.pth.tar") and not os.path.exists(tmp_path / "checkpoint.pth.tar")
@@ -127,12 +134,7 @@ def test_a_warm_up_longer_than_an_epoch_multiplies_with_the_decay_and_resumes_bi
     assert re.findall(r"^Epoch: .*  lr (\S+)  ", straight.stdout, re.M) == ["0.0033333", "0.0055556", "0.00077778", "0.001"]
 
     command = [coco, *settings, "--output-dir", tmp_path / "stopped", "--resume", "auto"]
-    process = start_script("detect.py", *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for line in process.stdout:
-        if line.startswith("Epoch: [0][0/2]"):
-            process.send_signal(signal.SIGTERM)
-            break
-    out, err = process.communicate(timeout=300)
+    process, out, err = stop_with_sigterm(command, at_line="Epoch: [0][0/2]")
     assert process.returncode == 75, err
     resumed = run_detect(*command)
     assert resumed.returncode == 0, resumed.stderr
