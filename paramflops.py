@@ -34,7 +34,6 @@ from models.attention import attention_kind
 from models.detection import create_detector, detector_names
 from utils.console import OneLineErrorParser
 from utils.counting.complexity import (
-    ATTENTION_TYPES,
     Complexity,
     agreement,
     attention_share,
@@ -158,7 +157,8 @@ def kernel_label(model: nn.Module) -> str:
     """
 
     def sizes(module: nn.Module) -> List[int]:
-        return [m.k_size for m in module.modules() if isinstance(m, ATTENTION_TYPES) and hasattr(m, "k_size")]
+        layers = [m for m in module.modules() if isinstance(m, models.ChannelAttention)]
+        return [layer.channel_kernel_size() for layer in layers if layer.kernel_size_parameter is not None]
 
     for module in model.modules():
         stages = [getattr(module, f"layer{index}", None) for index in range(1, 5)]
@@ -279,7 +279,8 @@ def evaluate_expression(expression: str, **values: int) -> int:
 def _stage_modules(model: nn.Module) -> List[Optional[nn.Module]]:
     """The first attention layer of each of a ResNet's four stages (None where it has none)."""
     return [
-        next((m for m in getattr(model, f"layer{stage}").modules() if isinstance(m, ATTENTION_TYPES)), None) for stage in range(1, 5)
+        next((m for m in getattr(model, f"layer{stage}").modules() if isinstance(m, models.ChannelAttention)), None)
+        for stage in range(1, 5)
     ]
 
 

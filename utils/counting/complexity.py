@@ -6,7 +6,9 @@ other per-module rules (ReLU nothing, Linear in_features per output, functional 
 unseen), so it cannot give the paper's numbers. The 2019 rules live here as thop
 ``custom_ops``: the same profiler walks the model and only the per-module arithmetic differs,
 down to 2019's habit of keeping only the last call of a module called several times.
-Module types without a 2019 rule count whatever today's thop counts for them.
+Module types without a 2019 rule count whatever today's thop counts for them. Attention
+layers are found as ``models.ChannelAttention`` modules, wherever they were written, and
+counted by what that interface says of them.
 """
 
 import copy
@@ -19,20 +21,12 @@ import torch
 from thop import profile
 from torch import nn
 
-from models import (
-    CBAM,
-    EfficientChannelAttention,
-    GlobalContextBlock,
-    GroupedChannelGate,
-    NonSharedChannelAttention,
-    ParameterFreeGate,
-    SqueezeExcitation,
-)
+from models import ChannelAttention
 from models.resnet import BasicBlock, Bottleneck
 
 __all__ = [
     "PAPER_RULES",
-    "ATTENTION_TYPES",
+    "paper_rules",
     "Complexity",
     "measure",
     "count_parameters",
@@ -105,23 +99,20 @@ def _count_nothing(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -
     _set(m, 0)
 
 
-def _count_attention(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
-    """A channel-attention layer as 2019 code built it: an AdaptiveAvgPool2d(1) module, then its layers.
+def _count_attention(m: ChannelAttention, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+    """An attention layer as 2019 code built it: for one that starts from GAP(x)
+    (``global_average_pooling``: SE, ECA, CBAM, ...) an AdaptiveAvgPool2d(1) module, then its layers.
 
     The layers here pool functionally (``x.mean``), which thop cannot see, so the rule sits
     on the whole layer and adds the pooling that the 2019 module counted to what the layer's
     own submodules (ECA's Conv1d, SE's Linear and ReLU) have just counted under these rules
     in this forward pass; thop then takes the layer as one module and does not descend.
-    Sigmoid and the channel-wise multiply counted nothing in 2019 either.
+    Sigmoid, the channel-wise multiply and GCNet's softmax pooling (functional in its code
+    too) counted nothing in 2019 either.
     """
     features = x[0]
-    pooling = _avgpool_ops(math.prod(features.shape[2:]), features.shape[0] * features.shape[1])
+    pooling = _avgpool_ops(math.prod(features.shape[2:]), features.shape[0] * features.shape[1]) if m.global_average_pooling else 0
     _set(m, pooling + sum(_counted(child) for child in m.children()))
-
-
-def _count_context_block(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
-    """GCNet's block: what its own modules count (the softmax pooling and the addition are functional)."""
-    _set(m, sum(_counted(child) for child in m.children()))
 
 
 def _count_residual_block(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
@@ -137,20 +128,7 @@ def _count_residual_block(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Te
     _set(m, layers + y.numel())
 
 
-POOLED_GATES = (
-    EfficientChannelAttention,
-    NonSharedChannelAttention,
-    SqueezeExcitation,
-    ParameterFreeGate,
-    GroupedChannelGate,
-    CBAM,
-)
-"""Attention layers that start from GAP(X), which 2019 code took as an AdaptiveAvgPool2d module."""
-
-ATTENTION_TYPES = POOLED_GATES + (GlobalContextBlock,)
-"""The attention modules whose weights the paper compares (ECA-ResNet-50: 80 in all)."""
-
-_AGGREGATES = ATTENTION_TYPES + (BasicBlock, Bottleneck)
+_AGGREGATES = (ChannelAttention, BasicBlock, Bottleneck)
 """Modules whose 2019 rule sums their submodules, so thop counts them whole."""
 
 PAPER_RULES: Dict[Type[nn.Module], ThopRule] = {
@@ -175,12 +153,18 @@ PAPER_RULES: Dict[Type[nn.Module], ThopRule] = {
     nn.MaxPool3d: _count_nothing,
     nn.Dropout: _count_nothing,
     nn.Sigmoid: _count_nothing,
-    **{attention: _count_attention for attention in POOLED_GATES},
-    GlobalContextBlock: _count_context_block,
     BasicBlock: _count_residual_block,
     Bottleneck: _count_residual_block,
 }
-"""thop custom_ops reproducing the counts of thop as of mid-2019, which the paper's table used."""
+"""thop custom_ops reproducing the counts of thop as of mid-2019, which the paper's table used;
+:func:`paper_rules` adds the attention layers'."""
+
+
+def paper_rules(model: nn.Module) -> Dict[Type[nn.Module], ThopRule]:
+    """:data:`PAPER_RULES` and the attention rule for the type of every ChannelAttention in
+    ``model`` (thop matches a module's exact type, so each layer class needs its own entry)."""
+    attention_types = {type(module) for module in model.modules() if isinstance(module, ChannelAttention)}
+    return {**PAPER_RULES, **{attention_type: _count_attention for attention_type in attention_types}}
 
 
 @dataclass(frozen=True)
@@ -205,7 +189,7 @@ def attention_share(model: nn.Module) -> Tuple[int, Dict[str, int]]:
     This is what attention costs in weights on top of the plain network: 80 for ECA-ResNet-50
     against SE-ResNet-50's 2,530,992.
     """
-    layers = [m for m in model.modules() if isinstance(m, ATTENTION_TYPES)]
+    layers = [m for m in model.modules() if isinstance(m, ChannelAttention)]
     return sum(count_parameters(m) for m in layers), dict(Counter(type(m).__name__ for m in layers))
 
 
@@ -224,7 +208,7 @@ def _thop_ops(scratch: nn.Module, input_size: int, custom_ops: Dict[Type[nn.Modu
 
 def paper_flops(model: nn.Module, input_size: int = 224) -> int:
     """FLOPs as the paper counted them (thop's mid-2019 rules), for one image."""
-    return _thop_ops(copy.deepcopy(model), input_size, PAPER_RULES)
+    return _thop_ops(copy.deepcopy(model), input_size, paper_rules(model))
 
 
 def thop_macs(model: nn.Module, input_size: int = 224) -> int:
@@ -240,7 +224,7 @@ def measure(model: nn.Module, input_size: int = 224) -> Complexity:
         params=count_parameters(model),
         attention_params=attention_params,
         attention_layers=attention_layers,
-        paper_flops=_thop_ops(scratch, input_size, PAPER_RULES),
+        paper_flops=_thop_ops(scratch, input_size, paper_rules(scratch)),
         thop_macs=_thop_ops(scratch, input_size, {}),
     )
 

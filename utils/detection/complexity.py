@@ -28,9 +28,8 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.rpn import RPNHead
 
-from models import EfficientChannelAttention
+from models import ChannelAttention
 from models.resnet import BasicBlock, Bottleneck
-from utils.counting.complexity import ATTENTION_TYPES
 
 __all__ = [
     "MMDET_V1_RULES",
@@ -85,25 +84,26 @@ def _count_linear(m: nn.Linear, x: Tuple[torch.Tensor, ...], y: torch.Tensor) ->
     return x[0].numel() * m.out_features
 
 
-def _count_attention_pooling(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> int:
-    """The global average pooling of a channel-attention layer: its input elements.
+def _count_attention_pooling(m: ChannelAttention, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> int:
+    """The global average pooling of an attention layer that starts from one (``global_average_pooling``): its input elements.
 
     The ECA layer of the paper's detectors pooled with an ``nn.AdaptiveAvgPool2d`` module,
     the whole +0.11G of ECA-Net50 over ResNet-50; the layers here pool with ``x.mean``,
     which no hook sees. Their Conv1d or Linear layers are modules and count themselves.
     """
-    return x[0].numel()
+    return x[0].numel() if m.global_average_pooling else 0
 
 
 def _count_fused_block_relu(m: nn.Module, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> int:
-    """A residual block's last ReLU, where the ECA layer applies it in its own fused call.
+    """A residual block's last ReLU, where its attention layer applies it in its own fused call.
 
     In the paper's ResNet the block called its ``nn.ReLU`` module after the residual addition,
-    one op per output element; here ECA does attention, addition and ReLU in one in-place
-    call, so the module is not called for it. Blocks without ECA call it and count it there.
+    one op per output element; here ECA (a layer that ``fuses_residual``) does attention,
+    addition and ReLU in one in-place call, so the module is not called for it. Other blocks
+    call it and count it there.
     """
-    attention = getattr(m, m.attention_name, None) if m.attention_name else None
-    return y.numel() if isinstance(attention, EfficientChannelAttention) else 0
+    attention = m.attention_layer
+    return y.numel() if attention is not None and attention.fuses_residual else 0
 
 
 def _count_box_head(m: TwoMLPHead, x: Tuple[torch.Tensor, ...], y: torch.Tensor) -> int:
@@ -139,13 +139,14 @@ MMDET_V1_RULES: Dict[Type[nn.Module], Rule] = {
     nn.BatchNorm2d: _count_batchnorm,
     nn.Linear: _count_linear,
     nn.Upsample: _count_output,
-    **{attention: _count_attention_pooling for attention in ATTENTION_TYPES},
+    ChannelAttention: _count_attention_pooling,
     BasicBlock: _count_fused_block_relu,
     Bottleneck: _count_fused_block_relu,
     TwoMLPHead: _count_box_head,
 }
 """Per-module counts of MMDetection v1's flops counter, plus the translations for this
-project's modules. Any type not here (RoIAlign, Sigmoid, containers) counts nothing."""
+project's modules; a type's nearest base class with a rule gives it (every ChannelAttention
+its pooling). Any other type (RoIAlign, Sigmoid, containers) counts nothing."""
 
 
 def _rule_for(module: nn.Module) -> Optional[Rule]:

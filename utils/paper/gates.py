@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from utils.counting.complexity import ATTENTION_TYPES
+from models import ChannelAttention
 
 __all__ = ["attention_layers", "block_of", "GateRecorder", "last_stage"]
 
@@ -23,8 +23,8 @@ _SIGMOIDS = (torch.sigmoid, torch.Tensor.sigmoid, torch.nn.functional.sigmoid)
 
 
 def attention_layers(model: nn.Module) -> Dict[str, nn.Module]:
-    """Every attention layer of ``model`` by its module name (``layer4.0.eca``)."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, ATTENTION_TYPES)}
+    """Every attention layer (``models.ChannelAttention``) of ``model`` by its module name (``layer4.0.eca``)."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, ChannelAttention)}
 
 
 def block_of(layer_name: str) -> str:
