@@ -8,6 +8,7 @@ import torch
 from user_attention import ChannelMixGate
 
 import models
+from models.attention import ChannelAttention
 from models.resnet import BasicBlock
 from paramflops import kernel_label
 from scripts.make_demo_data import make_split
@@ -120,6 +121,30 @@ def test_it_scripts_and_exports(trained, tmp_path, format, options):
         pytest.skip(f"needs {', '.join(missing)} (requirements-export.txt)")
     result = export_model(trained[0], format, tmp_path / f"gate.{format}", image_size=IMAGE, **options)
     assert result.passed and result.batch_sizes == [1, 3]
+
+
+class Doubling(ChannelAttention):
+    """A layer with TorchScript constants of its own (``__constants__`` replaced, not extended)."""
+
+    __constants__ = ["factor"]
+    block_attribute = "doubling"
+
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def test_a_scripted_block_calls_a_layer_with_constants_of_its_own():
+    torch.manual_seed(0)
+    block = BasicBlock(8, 8, attention=Doubling()).eval()
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        expected = torch.relu(2 * block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x))))) + x)
+        torch.testing.assert_close(block(x), expected)
+        torch.testing.assert_close(torch.jit.script(block)(x), expected)
 
 
 def test_a_block_attribute_the_block_uses_is_refused():

@@ -46,6 +46,13 @@ class ChannelAttention(nn.Module):
     state_dict keys (SENet's biased SE: ``{"bias": True}``). Networks pass such settings on to
     every layer, so a checkpoint with those keys is built with them."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep ``fuses_residual`` a TorchScript constant in a subclass that names its own
+        ``__constants__``: a scripted block finds its attention layer by that constant."""
+        super().__init_subclass__(**kwargs)
+        if "fuses_residual" not in cls.__constants__:
+            cls.__constants__ = [*cls.__constants__, "fuses_residual"]
+
     def channel_kernel_size(self) -> Optional[int]:
         """k, read from ``kernel_size_parameter``; None for a layer without one."""
         if self.kernel_size_parameter is None:
