@@ -2,11 +2,11 @@
 
 Every detector takes torchvision's detection interface. Object labels are 1..C for all of
 them (0 is never an object): the R-CNNs' class 0 is background, and RetinaNet's class
-channel c is label c + 1, as in MMDetection v1. Builders are registered as
+channel c is label c + 1, as in MMDetection v1. Every detector is defined by name below as
 ``{fasterrcnn,maskrcnn,retinanet}_{body}_fpn``.
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -177,24 +177,193 @@ def _build(
     return model
 
 
-def _make_builder(detector: str, body: str) -> Callable[..., torch.nn.Module]:
-    def builder(
-        k_size: Optional[KernelSizeSpec] = None,
-        num_classes: Optional[int] = None,
-        pretrained: bool = False,
-        **detector_kwargs: Any,
-    ) -> torch.nn.Module:
-        return _build(detector, body, k_size, num_classes, pretrained, detector_kwargs)
-
-    builder.__name__ = builder.__qualname__ = f"{detector}_{body}_fpn"
-    default_k = f"; k_size defaults to {BODIES[body]}" if BODIES[body] else ""
-    classes = "80 classes" if detector == "retinanet" else "81 classes with background"
-    builder.__doc__ = f"{_TITLES[detector]} over {body} with an FPN, as MMDetection v1's ({classes}{default_k})."
-    return builder
+@register_detector
+def fasterrcnn_eca_resnet18_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over eca_resnet18 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3577)."""
+    return _build("fasterrcnn", "eca_resnet18", k_size, num_classes, pretrained, detector_kwargs)
 
 
-_TITLES = {"fasterrcnn": "Faster R-CNN", "maskrcnn": "Mask R-CNN", "retinanet": "RetinaNet"}
+@register_detector
+def fasterrcnn_eca_resnet34_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over eca_resnet34 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3357)."""
+    return _build("fasterrcnn", "eca_resnet34", k_size, num_classes, pretrained, detector_kwargs)
 
-for _detector in DETECTORS:
-    for _body in BODIES:
-        register_detector(f"{_detector}_{_body}_fpn", _make_builder(_detector, _body))
+
+@register_detector
+def fasterrcnn_eca_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over eca_resnet50 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3377)."""
+    return _build("fasterrcnn", "eca_resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def fasterrcnn_eca_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over eca_resnet101 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3357)."""
+    return _build("fasterrcnn", "eca_resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def fasterrcnn_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over resnet50 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("fasterrcnn", "resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def fasterrcnn_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over resnet101 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("fasterrcnn", "resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def fasterrcnn_se_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over se_resnet50 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("fasterrcnn", "se_resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def fasterrcnn_se_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Faster R-CNN over se_resnet101 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("fasterrcnn", "se_resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_eca_resnet18_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over eca_resnet18 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3577)."""
+    return _build("maskrcnn", "eca_resnet18", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_eca_resnet34_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over eca_resnet34 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3357)."""
+    return _build("maskrcnn", "eca_resnet34", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_eca_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over eca_resnet50 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3377)."""
+    return _build("maskrcnn", "eca_resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_eca_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over eca_resnet101 with an FPN, as MMDetection v1's (81 classes with background; k_size defaults to 3357)."""
+    return _build("maskrcnn", "eca_resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over resnet50 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("maskrcnn", "resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over resnet101 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("maskrcnn", "resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_se_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over se_resnet50 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("maskrcnn", "se_resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_se_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over se_resnet101 with an FPN, as MMDetection v1's (81 classes with background)."""
+    return _build("maskrcnn", "se_resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_eca_resnet18_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over eca_resnet18 with an FPN, as MMDetection v1's (80 classes; k_size defaults to 3577)."""
+    return _build("retinanet", "eca_resnet18", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_eca_resnet34_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over eca_resnet34 with an FPN, as MMDetection v1's (80 classes; k_size defaults to 3357)."""
+    return _build("retinanet", "eca_resnet34", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_eca_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over eca_resnet50 with an FPN, as MMDetection v1's (80 classes; k_size defaults to 3377)."""
+    return _build("retinanet", "eca_resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_eca_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over eca_resnet101 with an FPN, as MMDetection v1's (80 classes; k_size defaults to 3357)."""
+    return _build("retinanet", "eca_resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over resnet50 with an FPN, as MMDetection v1's (80 classes)."""
+    return _build("retinanet", "resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over resnet101 with an FPN, as MMDetection v1's (80 classes)."""
+    return _build("retinanet", "resnet101", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_se_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over se_resnet50 with an FPN, as MMDetection v1's (80 classes)."""
+    return _build("retinanet", "se_resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def retinanet_se_resnet101_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """RetinaNet over se_resnet101 with an FPN, as MMDetection v1's (80 classes)."""
+    return _build("retinanet", "se_resnet101", k_size, num_classes, pretrained, detector_kwargs)

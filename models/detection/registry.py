@@ -13,10 +13,13 @@ __all__ = ["register_detector", "create_detector", "list_detectors"]
 _detector_constructors: Dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_detector(name: str, constructor: Callable[..., nn.Module]) -> None:
+def register_detector(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: make ``constructor`` reachable by its function name, as ``models.register_model``."""
+    name = constructor.__name__
     if name in _detector_constructors:
         raise ValueError(f"detector {name!r} is registered twice")
     _detector_constructors[name] = constructor
+    return constructor
 
 
 def list_detectors() -> List[str]:
