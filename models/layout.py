@@ -11,12 +11,28 @@ recognised once it is registered, with whatever attention it holds.
 
 A checkpoint written by other code (another project's key names) becomes this project's keys
 through an adapter registered beside the model it converts to, :func:`register_state_dict_adapter`;
-the inference below then reads it like any other.
+the inference below then reads it like any other. How to add one:
+
+- write a function of the state_dict (keys as stored, wrapper prefixes such as ``module.``
+  removed) that recognises its layout by key patterns and shapes, never by a file name or an
+  ``arch`` string, and returns None for every other layout (each adapter is asked in turn);
+- for its layout, return an :class:`AdaptedStateDict`: the weights renamed, reshaped and
+  reordered into the keys of the model here that computes the same function, the layout's
+  name for people (``source``: "official CBAM", "Cadene SENet"), and the constructor
+  ``settings`` the layout implies that the keys cannot show (the SENet authors' stride on the
+  first 1x1 convolution) or that the shapes show but no declared layout variant covers (a
+  ratio); a plain state_dict is accepted too, as keys only;
+- decorate it with :func:`register_state_dict_adapter` in the module that defines (or names)
+  that model, which ``models/__init__.py`` imports, so it is registered wherever models are.
+
+A network whose settings change what it computes but none of its keys says so in an
+``unkeyed_settings`` attribute (``models.ResNet``'s): such a model is inferred for a checkpoint
+only when an adapter implies exactly those settings, or when the file names it (its ``arch``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -27,9 +43,13 @@ from .registry import create_model, list_models
 
 __all__ = [
     "LayoutError",
+    "AdaptedStateDict",
     "StateDictAdapter",
     "register_state_dict_adapter",
     "adapt_state_dict",
+    "with_batch_norm_counters",
+    "LayoutDifference",
+    "closest_model",
     "fits",
     "fits_backbone",
     "backbone_keys",
@@ -47,12 +67,26 @@ StateDict = Mapping[str, torch.Tensor]
 Settings = Tuple[Tuple[str, Any], ...]
 """Constructor keyword arguments as a hashable, ordered tuple of (name, value) pairs."""
 
-StateDictAdapter = Callable[[StateDict], Optional[StateDict]]
-"""A foreign layout's converter: the state_dict in this project's keys, or None when it is not that layout."""
-
 
 class LayoutError(ValueError):
     """A state_dict fits a model's keys but no setting its constructor can build; ``str()`` is one line."""
+
+
+@dataclass(frozen=True)
+class AdaptedStateDict:
+    """A checkpoint as a model here holds it: what :func:`adapt_state_dict` returns."""
+
+    state_dict: StateDict
+    """The weights in this project's keys and shapes."""
+    source: Optional[str] = None
+    """The layout the file was written in, as people name it ("official CBAM", "timm"); None:
+    this project's own keys (its checkpoints, the original ECA-Net's, torchvision's)."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Constructor settings the layout implies beyond its keys: the model is built with them."""
+
+
+StateDictAdapter = Callable[[StateDict], Optional[Union[AdaptedStateDict, StateDict]]]
+"""A foreign layout's converter: the checkpoint in this project's terms, or None when it is not that layout."""
 
 
 _adapters: List[StateDictAdapter] = []
@@ -60,19 +94,35 @@ _adapters: List[StateDictAdapter] = []
 
 def register_state_dict_adapter(adapter: StateDictAdapter) -> StateDictAdapter:
     """Decorator: convert checkpoints of a foreign layout (timm's ``checkpoint_filter_fn``), registered
-    beside the model they convert to. An adapter must return None for every state_dict that is
-    not its layout, since each is asked in turn."""
+    beside the model they convert to (see the module docstring). An adapter must return None for
+    every state_dict that is not its layout, since each is asked in turn."""
     _adapters.append(adapter)
     return adapter
 
 
-def adapt_state_dict(state_dict: StateDict) -> StateDict:
-    """``state_dict`` in this project's keys: the first registered adapter's conversion, or itself."""
+def adapt_state_dict(state_dict: StateDict) -> AdaptedStateDict:
+    """``state_dict`` in this project's terms: the first registered adapter's conversion, or itself
+    (``source`` None). An adapter that returns a plain state_dict is named by its function."""
     for adapter in _adapters:
         converted = adapter(state_dict)
-        if converted is not None:
+        if isinstance(converted, AdaptedStateDict):
             return converted
-    return state_dict
+        if converted is not None:
+            return AdaptedStateDict(converted, source=adapter.__name__)
+    return AdaptedStateDict(state_dict)
+
+
+def with_batch_norm_counters(state_dict: StateDict) -> StateDict:
+    """The weights with a zero ``num_batches_tracked`` beside every BatchNorm that lacks one, as
+    ``BatchNorm`` itself fills them in when it loads a file written before PyTorch 0.4.1."""
+    completed = {}
+    for key, value in state_dict.items():
+        completed[key] = value
+        if key.endswith(".running_var"):
+            counter = key[: -len("running_var")] + "num_batches_tracked"
+            if counter not in state_dict:
+                completed[counter] = torch.tensor(0)
+    return completed
 
 
 @dataclass(frozen=True)
@@ -84,6 +134,8 @@ class _Layout:
     classifier: str
     variants: Tuple[Settings, ...]
     """The settings other than the defaults that the model's attention layers declare."""
+    unkeyed: Settings
+    """The model's ``unkeyed_settings``: what it computes differently from the same keys."""
 
 
 def _classifier(model: nn.Module) -> str:
@@ -91,9 +143,16 @@ def _classifier(model: nn.Module) -> str:
 
 
 @lru_cache(maxsize=None)
-def _layout(arch: str, settings: Settings = ()) -> _Layout:
-    with torch.device("meta"):
-        model = create_model(arch, **dict(settings))
+def _layout(arch: str, settings: Settings = ()) -> Optional[_Layout]:
+    """``arch`` built with ``settings`` on the meta device, as a layout; None when its constructor
+    does not take these settings."""
+    try:
+        with torch.device("meta"):
+            model = create_model(arch, **dict(settings))
+    except (TypeError, ValueError):
+        if not settings:
+            raise
+        return None
     attention = [(name, module) for name, module in model.named_modules() if isinstance(module, ChannelAttention)]
     kernel_layers = tuple(
         (name, f"{name}.{layer.kernel_size_parameter}") for name, layer in attention if layer.kernel_size_parameter is not None
@@ -109,32 +168,51 @@ def _layout(arch: str, settings: Settings = ()) -> _Layout:
         elif key in (f"{classifier}.weight", f"{classifier}.bias"):
             shape = (-1,) + shape[1:]
         shapes[key] = shape
-    return _Layout(shapes, kernel_layers, classifier, variants)
+    unkeyed = tuple(getattr(model, "unkeyed_settings", {}).items())
+    return _Layout(shapes, kernel_layers, classifier, variants, unkeyed)
+
+
+def _fits_shape(expected: Tuple[int, ...], tensor: torch.Tensor) -> bool:
+    return len(expected) == tensor.dim() and all(e == -1 or e == s for e, s in zip(expected, tensor.shape))
 
 
 def _fits_layout(shapes: Dict[str, Tuple[int, ...]], state_dict: StateDict) -> bool:
     if shapes.keys() != state_dict.keys():
         return False
-    return all(
-        len(expected) == state_dict[key].dim() and all(e == -1 or e == s for e, s in zip(expected, state_dict[key].shape))
-        for key, expected in shapes.items()
-    )
+    return all(_fits_shape(expected, state_dict[key]) for key, expected in shapes.items())
 
 
-def _fitting_settings(arch: str, state_dict: StateDict) -> Optional[Settings]:
-    """The settings (``()`` for the defaults) under which ``arch`` holds exactly these weights,
-    or None. The declared variants are built only when the weights hold more keys than the default."""
-    default = _layout(arch)
-    if _fits_layout(default.shapes, state_dict):
-        return ()
-    if not default.shapes.keys() < state_dict.keys():
+def _as_settings(settings: Optional[Mapping[str, Any]]) -> Settings:
+    return tuple((settings or {}).items())
+
+
+def _merged(settings: Settings, variant: Settings) -> Settings:
+    return tuple({**dict(settings), **dict(variant)}.items())
+
+
+def _fitting_settings(arch: str, state_dict: StateDict, implied: Settings = ()) -> Optional[Settings]:
+    """The settings (``implied``, and a declared variant if the weights need one) under which
+    ``arch`` holds exactly these weights, or None. The variants are built only when the weights
+    hold more keys than the model without them."""
+    base = _layout(arch, implied)
+    if base is None:
         return None
-    return next((variant for variant in default.variants if _fits_layout(_layout(arch, variant).shapes, state_dict)), None)
+    if _fits_layout(base.shapes, state_dict):
+        return implied
+    if not base.shapes.keys() < state_dict.keys():
+        return None
+    for variant in base.variants:
+        settings = _merged(implied, variant)
+        layout = _layout(arch, settings)
+        if layout is not None and _fits_layout(layout.shapes, state_dict):
+            return settings
+    return None
 
 
-def fits(arch: str, state_dict: StateDict) -> bool:
-    """Whether the registered model ``arch`` holds exactly these keys, in these shapes, under some setting."""
-    return _fitting_settings(arch, state_dict) is not None
+def fits(arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None) -> bool:
+    """Whether the registered model ``arch``, built with ``settings`` (what an adapter says the
+    layout implies), holds exactly these keys, in these shapes, under some declared variant."""
+    return _fitting_settings(arch, state_dict, _as_settings(settings)) is not None
 
 
 def _backbone_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
@@ -153,13 +231,89 @@ def backbone_keys(arch: str) -> Set[str]:
     return set(_backbone_shapes(arch))
 
 
-def infer_arch(state_dict: StateDict, hint: Optional[str] = None) -> Optional[str]:
+def infer_arch(state_dict: StateDict, hint: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> Optional[str]:
     """The registered model whose layout (keys, block types, depths, widths) the weights have, or
-    None. ``hint`` (e.g. the checkpoint's own ``arch`` string) is tried first and wins a tie."""
+    None. ``hint`` (e.g. the checkpoint's own ``arch`` string) is tried first and wins a tie.
+
+    ``settings`` are what an adapter says the layout implies. Otherwise a model only qualifies if
+    its ``unkeyed_settings`` are among them (none for this project's own keys), and one whose
+    defaults are those settings wins over one that needs them passed (``se_resnet50_caffe``
+    over ``se_resnet50`` for the SENet authors' file).
+    """
+    implied = _as_settings(settings)
     names = list_models()
-    if hint in names and fits(hint, state_dict):
+    if hint in names and _fitting_settings(hint, state_dict, implied) is not None:
         return hint
-    return next((arch for arch in names if fits(arch, state_dict)), None)
+    fitting = [
+        arch
+        for arch in names
+        if _fitting_settings(arch, state_dict, implied) is not None and set(_layout(arch, implied).unkeyed) <= set(implied)
+    ]
+    own = [arch for arch in fitting if _layout(arch).unkeyed == _layout(arch, implied).unkeyed]
+    return next(iter(own or fitting), None)
+
+
+@dataclass(frozen=True)
+class LayoutDifference:
+    """How a state_dict differs from a registered model's keys and shapes."""
+
+    arch: str
+    missing: Tuple[str, ...]
+    unexpected: Tuple[str, ...]
+    reshaped: Tuple[Tuple[str, Tuple[int, ...], Tuple[int, ...]], ...]
+    """(key, the weights' shape, the model's shape; -1 where any size fits)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.reshaped)
+
+    def __str__(self) -> str:
+        """One line: ``cbam_resnet50 (3 keys missing, first 'x'; 1 unexpected, first 'y'; 1 of another
+        shape, first 'layer1.0.conv1.weight' (64, 64, 3, 3) where (64, 64, 1, 1))``."""
+        parts = []
+        if self.missing:
+            parts.append(f"{_keys(len(self.missing))} missing, first {self.missing[0]!r}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected, first {self.unexpected[0]!r}")
+        if self.reshaped:
+            key, held, expected = self.reshaped[0]
+            parts.append(f"{len(self.reshaped)} of another shape, first {key!r} {_shape(held)} where {_shape(expected)}")
+        return f"{self.arch} ({'; '.join(parts)})"
+
+
+def _keys(count: int) -> str:
+    return f"{count} key" if count == 1 else f"{count} keys"
+
+
+def _shape(shape: Tuple[int, ...]) -> str:
+    return "(" + ", ".join("any" if size == -1 else str(size) for size in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _difference(arch: str, layout: _Layout, state_dict: StateDict) -> LayoutDifference:
+    return LayoutDifference(
+        arch,
+        tuple(key for key in layout.shapes if key not in state_dict),
+        tuple(key for key in state_dict if key not in layout.shapes),
+        tuple(
+            (key, tuple(state_dict[key].shape), expected)
+            for key, expected in layout.shapes.items()
+            if key in state_dict and not _fits_shape(expected, state_dict[key])
+        ),
+    )
+
+
+def closest_model(state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None) -> LayoutDifference:
+    """The registered model (with its declared variants) whose keys and shapes differ least from
+    the weights', and how: for saying in one line why a checkpoint fits no model."""
+    implied = _as_settings(settings)
+    candidates = []
+    for arch in list_models():
+        base = _layout(arch, implied)
+        if base is None:
+            continue
+        layouts = [base] + [_layout(arch, _merged(implied, variant)) for variant in base.variants]
+        candidates += [_difference(arch, layout, state_dict) for layout in layouts if layout is not None]
+    return min(candidates, key=lambda difference: difference.size)
 
 
 def classifier_name(arch: str) -> str:
@@ -217,16 +371,22 @@ def _kernel_size_spec(arch: str, layer_names: Sequence[str], sizes: List[int]) -
     return None
 
 
-def infer_model_kwargs(arch: str, state_dict: StateDict) -> Dict[str, Any]:
+def infer_model_kwargs(arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The constructor arguments (``num_classes``; ``k_size`` for a model with kernel-size layers;
-    ``bias=True`` and the like for a declared layout variant) that make
-    ``models.create_model(arch, **kwargs)`` hold exactly these weights, which must fit ``arch``.
-    A LayoutError when no ``k_size`` builds the weights' kernel sizes."""
-    settings = _fitting_settings(arch, state_dict)
-    if settings is None:
+    ``bias=True`` and the like for a declared layout variant; the adapter's ``settings`` that
+    ``arch`` does not have by default) that make ``models.create_model(arch, **kwargs)`` hold
+    exactly these weights, which must fit ``arch``. A LayoutError when no ``k_size`` builds the
+    weights' kernel sizes."""
+    implied = _as_settings(settings)
+    fitting = _fitting_settings(arch, state_dict, implied)
+    if fitting is None:
         raise ValueError(f"the weights do not fit {arch}")
-    layout = _layout(arch, settings)
-    kwargs: Dict[str, Any] = {"num_classes": state_dict[f"{layout.classifier}.weight"].shape[0], **dict(settings)}
+    layout = _layout(arch, fitting)
+    own = set(_layout(arch).unkeyed)
+    kwargs: Dict[str, Any] = {
+        "num_classes": state_dict[f"{layout.classifier}.weight"].shape[0],
+        **{name: value for name, value in fitting if (name, value) not in own},
+    }
     if layout.kernel_layers:
         sizes = checkpoint_kernel_sizes(arch, state_dict)
         spec = _kernel_size_spec(arch, kernel_layer_names(arch), sizes)

@@ -7,7 +7,7 @@ the file holds and what to pass.
 """
 
 import warnings
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -21,37 +21,44 @@ __all__ = [
     "infer_arch",
     "format_kernel_sizes",
     "infer_model_kwargs",
+    "adapted_state_dict",
     "load_model",
 ]
 
 
-def infer_arch(state_dict: StateDict, hint: Optional[str] = None) -> str:
+def infer_arch(state_dict: StateDict, hint: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> str:
     """The registered model whose layout (keys, block types, depths, widths) the weights have
-    (``models.layout.infer_arch``), or a CheckpointError saying that none has.
+    (``models.layout.infer_arch``), or a CheckpointError naming the closest model and how the
+    weights differ from it.
 
-    ``hint`` (e.g. the checkpoint's own ``arch`` string) is tried first and wins a tie.
+    ``hint`` (e.g. the checkpoint's own ``arch`` string) is tried first and wins a tie;
+    ``settings`` are what an adapter says the weights' layout implies.
     """
     state_dict = strip_prefixes(state_dict)
-    arch = layout.infer_arch(state_dict, hint)
+    arch = layout.infer_arch(state_dict, hint, settings)
     if arch is None:
-        raise CheckpointError(
-            f"the checkpoint's weights ({len(state_dict)} tensors, first {next(iter(state_dict), 'none')!r}) "
-            f"match none of the known models: {', '.join(models.list_models())}"
-        )
+        raise CheckpointError(f"the checkpoint's weights match no known model; closest: {layout.closest_model(state_dict, settings)}")
     return arch
 
 
-def infer_model_kwargs(arch: str, state_dict: StateDict) -> Dict[str, Any]:
+def infer_model_kwargs(arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The constructor arguments (``num_classes``; ``k_size`` for ECA models; ``bias=True`` and the
-    like for a layer's declared layout variant) that make ``models.create_model(arch, **kwargs)``
-    hold exactly these weights (``models.layout.infer_model_kwargs``); a CheckpointError otherwise."""
+    like for a layer's declared layout variant; an adapter's ``settings``) that make
+    ``models.create_model(arch, **kwargs)`` hold exactly these weights
+    (``models.layout.infer_model_kwargs``); a CheckpointError otherwise."""
     state_dict = strip_prefixes(state_dict)
-    if not layout.fits(arch, state_dict):
-        raise CheckpointError(f"the checkpoint's weights are not {arch}'s; they are {infer_arch(state_dict)}'s")
+    if not layout.fits(arch, state_dict, settings):
+        raise CheckpointError(f"the checkpoint's weights are not {arch}'s; they are {infer_arch(state_dict, settings=settings)}'s")
     try:
-        return layout.infer_model_kwargs(arch, state_dict)
+        return layout.infer_model_kwargs(arch, state_dict, settings)
     except layout.LayoutError as error:
         raise CheckpointError(str(error)) from None
+
+
+def adapted_state_dict(checkpoint: Dict[str, Any]) -> layout.AdaptedStateDict:
+    """A loaded checkpoint's weights in this project's keys (``models.layout.adapt_state_dict``:
+    official CBAM, Cadene's SENet, timm, ... files become the model here that computes the same)."""
+    return layout.adapt_state_dict(extract_state_dict(checkpoint))
 
 
 def load_model(
@@ -65,7 +72,9 @@ def load_model(
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Build the model a checkpoint file holds and load its weights.
 
-    ``arch``, ``k_size`` and ``num_classes`` may be left out: they are read from the weights.
+    ``arch``, ``k_size`` and ``num_classes`` may be left out: they are read from the weights,
+    also those of another code base's file that a registered adapter converts
+    (``models.layout.adapt_state_dict``).
     Given explicitly, they must agree with the weights (a CheckpointError says what the file
     holds and what to pass), except ``num_classes``: a different count leaves the classifier
     freshly initialised, for fine-tuning. A wrong ``arch`` string inside the file is ignored
@@ -75,28 +84,31 @@ def load_model(
     and says in a CheckpointWarning that the classifier is left out.
 
     ``info`` holds ``arch``, the constructor ``kwargs``, the file's ``epoch`` and
-    ``best_prec1`` (a float or None), and the loaded ``checkpoint`` dict itself, so a caller
-    can go on to restore an optimizer without reading the file twice.
+    ``best_prec1`` (a float or None), the loaded ``checkpoint`` dict itself, so a caller
+    can go on to restore an optimizer without reading the file twice (less the optimizer state
+    of another code base's file, see :func:`_without_foreign_training_state`), and ``source``:
+    the layout an adapter converted ("official CBAM", "timm"), None for this project's keys.
     """
     checkpoint = load_checkpoint_file(path)
-    state_dict = layout.adapt_state_dict(extract_state_dict(checkpoint))
+    adapted = adapted_state_dict(checkpoint)
+    state_dict, settings = adapted.state_dict, adapted.settings
     file_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
     if arch is not None and arch not in models.list_models():
         raise CheckpointError(f"unknown model {arch!r}; choose one of: {', '.join(models.list_models())}")
-    if arch is not None and not layout.fits(arch, state_dict):
+    if arch is not None and not layout.fits(arch, state_dict, settings):
         if strict:
-            held = infer_arch(state_dict, hint=file_arch)
+            held = _held_arch(path, adapted, file_arch)
             raise CheckpointError(f"{path} holds {held} weights, not {arch}; use -a {held} or leave -a out")
         return _load_partially(path, checkpoint, state_dict, arch, k_size, num_classes)
     if arch is None:
-        arch = infer_arch(state_dict, hint=file_arch)
-    if file_arch is not None and file_arch != arch:
+        arch = _held_arch(path, adapted, file_arch)
+    if file_arch is not None and file_arch != arch and adapted.source is None:
         warnings.warn(
             f"{path} says arch {file_arch!r} but its weights are {arch}'s; loading them as {arch}",
             CheckpointWarning,
             stacklevel=2,
         )
-    kwargs = infer_model_kwargs(arch, state_dict)
+    kwargs = infer_model_kwargs(arch, state_dict, settings)
     if k_size is not None:
         _check_kernel_sizes(path, arch, k_size, state_dict, kwargs.get("k_size"))
     classifier = layout.classifier_name(arch)
@@ -114,7 +126,33 @@ def load_model(
     if features_only:
         warnings.warn(f"{path}: features only, the classifier '{classifier}' is left out", CheckpointWarning, stacklevel=2)
         model = models.FeatureListNet(model, range(len(model.feature_info)) if out_indices is None else out_indices)
-    return model, _info(arch, kwargs, checkpoint)
+    if adapted.source is not None:
+        checkpoint = _without_foreign_training_state(path, checkpoint, adapted.source)
+    return model, _info(arch, kwargs, checkpoint, adapted.source)
+
+
+def _held_arch(path: PathLike, adapted: layout.AdaptedStateDict, file_arch: Optional[str]) -> str:
+    """The model the weights are, or one line naming the file, its layout, and the closest model."""
+    arch = layout.infer_arch(adapted.state_dict, file_arch, adapted.settings)
+    if arch is None:
+        where = f"{path} ({adapted.source} layout)" if adapted.source is not None else str(path)
+        raise CheckpointError(f"{where} matches no known model; closest: {layout.closest_model(adapted.state_dict, adapted.settings)}")
+    return arch
+
+
+def _without_foreign_training_state(path: PathLike, checkpoint: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """The checkpoint less its optimizer state, which another code base wrote for its own
+    parameter order (and names), with a CheckpointWarning when there was one to drop: a resumed
+    run keeps the epoch and best score, and its momentum starts again."""
+    if "optimizer" not in checkpoint:
+        return checkpoint
+    warnings.warn(
+        f"{path}: the {source} file's optimizer state is in that code's parameter order, so it is left out "
+        "(a resumed run's momentum starts again)",
+        CheckpointWarning,
+        stacklevel=3,
+    )
+    return {key: value for key, value in checkpoint.items() if key != "optimizer"}
 
 
 def _load_partially(
@@ -140,7 +178,7 @@ def _load_partially(
     return model, _info(arch, kwargs, checkpoint)
 
 
-def _info(arch: str, kwargs: Dict[str, Any], checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+def _info(arch: str, kwargs: Dict[str, Any], checkpoint: Dict[str, Any], source: Optional[str] = None) -> Dict[str, Any]:
     best = checkpoint.get("best_prec1")
     return {
         "arch": arch,
@@ -148,6 +186,7 @@ def _info(arch: str, kwargs: Dict[str, Any], checkpoint: Dict[str, Any]) -> Dict
         "epoch": checkpoint.get("epoch"),
         "best_prec1": float(best) if best is not None else None,
         "checkpoint": checkpoint,
+        "source": source,
     }
 
 
