@@ -4,9 +4,9 @@
 
 One line per file: ``OK`` and what it was checked against, or ``BAD`` and what is wrong. Any
 checkpoint this project reads: main.py's and detect.py's (the CRC-32 of every zip record and
-the SHA-256 of the tensor data recorded when saved), released legacy-format files (no checksum
-recorded: only their structure and values are checked). Exit status 0 when every file is OK,
-1 when any is not.
+the SHA-256 of the tensor data recorded when saved), released legacy-format files and
+``.safetensors`` files (timm's, Hugging Face's; neither format records a checksum: only their
+structure and values are checked). Exit status 0 when every file is OK, 1 when any is not.
 """
 
 import argparse

@@ -1,10 +1,13 @@
 """Checkpoint files: reading without running code, and writing atomically.
 
 Loading never runs code (``weights_only=True``) and accepts the released checkpoints (legacy
-serialization, ``module.`` keys, a tensor ``best_prec1``). Damaged files are refused before
-their weights are used (utils.checkpoint.integrity): a zip-format file's records must match
-their CRC-32s, and no file may hold NaN, infinity or a negative BatchNorm variance. Saved
-checkpoints carry the SHA-256 of their tensor data, which :func:`verify_checkpoint_file`
+serialization, ``module.`` keys, a tensor ``best_prec1``), the files that timm's and
+torchvision's training scripts write (their ``args``, an ``argparse.Namespace``, is a plain
+attribute bag and allowed), and ``.safetensors`` files (timm's and Hugging Face's weights),
+recognised by their header, not their name. Damaged files are refused before their weights are
+used (utils.checkpoint.integrity): a zip-format file's records must match their CRC-32s, and no
+file may hold NaN, infinity or a negative BatchNorm variance. Saved checkpoints carry the
+SHA-256 of their tensor data, which :func:`verify_checkpoint_file`
 (``scripts/verify_checkpoints.py``) checks on a copy.
 """
 
@@ -13,10 +16,12 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import safetensors.torch
 import torch
 
 from utils.console import EXIT_BAD_INPUT, EXIT_FAILED, OneLineError
@@ -58,6 +63,15 @@ _UNSAFE_OPERATIONS = ("reduce for unrecognized function", "Can only create new o
 as opposed to a file that is simply not a pickle."""
 
 
+_SAFE_GLOBALS = [argparse.Namespace]
+"""Classes the weights-only unpickler may build beyond tensors and plain containers: each only
+holds attributes (timm's and torchvision's ``train.py`` store their ``args`` as a Namespace)."""
+
+SAFETENSORS_FORMAT = "safetensors"
+"""What :func:`_read_checked` reports as the number of checked records of a safetensors file,
+which records no checksum."""
+
+
 class CheckpointError(OneLineError):
     """A checkpoint cannot be used as asked; ``str()`` is one line meant for the user."""
 
@@ -85,11 +99,14 @@ def load_checkpoint_file(path: PathLike, mmap: bool = False) -> Dict[str, Any]:
     return _read_checked(Path(path), mmap)[0]
 
 
-def _read_checked(path: Path, mmap: bool = False) -> Tuple[Dict[str, Any], Optional[int]]:
-    """The checkpoint, and how many zip records matched their CRC-32 (None: a legacy file)."""
+def _read_checked(path: Path, mmap: bool = False) -> Tuple[Dict[str, Any], Union[int, str, None]]:
+    """The checkpoint, and how many zip records matched their CRC-32 (None: a legacy file;
+    :data:`SAFETENSORS_FORMAT`: a safetensors file)."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else f"checkpoint {path} is not a file")
     try:
+        if _is_safetensors(path):
+            return _checked(path, _read_safetensors(path)), SAFETENSORS_FORMAT
         records = check_archive(str(path))
     except UnreadableArchive as error:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated: {error}") from None
@@ -98,7 +115,8 @@ def _read_checked(path: Path, mmap: bool = False) -> Tuple[Dict[str, Any], Optio
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and records is not None)
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and records is not None)
     except Exception as error:  # torch's unpickler raises anything (IndexError, ...) on garbage
         unsafe = _unsafe_content(error)
         if unsafe is not None:
@@ -107,6 +125,27 @@ def _read_checked(path: Path, mmap: bool = False) -> Tuple[Dict[str, Any], Optio
                 "only tensors and plain containers are loaded"
             ) from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is truncated") from None
+    return _checked(path, checkpoint), records
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether the file starts as safetensors files do: an 8-byte little-endian header length,
+    then the JSON header's ``{`` (a torch.save file starts with a pickle opcode or ``PK``)."""
+    with open(path, "rb") as handle:
+        start = handle.read(9)
+    return len(start) == 9 and start[8:9] == b"{" and struct.unpack("<Q", start[:8])[0] > 1
+
+
+def _read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (it holds nothing else, so nothing in it runs code)."""
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except safetensors.SafetensorError as error:
+        raise CheckpointError(f"{path} is not a safetensors file, or it is truncated ({error})") from None
+
+
+def _checked(path: Path, checkpoint: Any) -> Dict[str, Any]:
+    """The loaded checkpoint as a dict holding a state_dict, once nothing in it is implausible."""
     problem = implausible_tensor(checkpoint)
     if problem is not None:
         raise CheckpointError(f"{path} is unusable: {problem} (a damaged file, or a run that diverged)")
@@ -114,7 +153,7 @@ def _read_checked(path: Path, mmap: bool = False) -> Tuple[Dict[str, Any], Optio
         checkpoint = {"state_dict": checkpoint}
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict", checkpoint.get("model")), dict):
         raise CheckpointError(f"{path} holds no model weights (expected a state_dict or a dict with 'state_dict')")
-    return checkpoint, records
+    return checkpoint
 
 
 def verify_checkpoint_file(path: PathLike) -> str:
@@ -130,6 +169,8 @@ def verify_checkpoint_file(path: PathLike) -> str:
         raise CheckpointError(f"{path} is damaged: its tensor data do not match the SHA-256 recorded when it was saved")
     if records is None:
         checksums = "legacy format: no checksum recorded"
+    elif records == SAFETENSORS_FORMAT:
+        checksums = "safetensors format: no checksum recorded"
     else:
         crc = f"{records} zip records match their CRC-32" if records else "zip format without CRC-32s"
         checksums = crc + ("; tensor data match the SHA-256 recorded at save" if recorded is not None else "; no SHA-256 recorded")
