@@ -188,14 +188,23 @@ SOTA = PaperTable(
             "aa_net": _numbers("25.80M", "4.15G", None, None, 77.70, 93.80),
             "eca_net": _numbers("24.37M", "3.86G", 785, 1805, 77.48, 93.68),
         }),
-        "resnet101": _numbered(_SOTA_ROWS, {key: _UNKNOWN for key in ("resnet", "senet", "cbam", "aa_net", "eca_net")}),
-        "resnet152": _numbered(_SOTA_ROWS, {key: _UNKNOWN for key in ("resnet", "senet", "eca_net")}),
+        "resnet101": _numbered(_SOTA_ROWS, {
+            "resnet": _numbers("42.49M", "7.34G", 386, 1174, 76.83, 93.48),
+            "senet": _numbers("47.01M", "7.35G", 367, 1044, 77.62, 93.93),
+            "cbam": _numbers("47.01M", "7.35G", 270, 635, 78.49, 94.31),
+            "aa_net": _numbers("45.40M", "8.05G", None, None, 78.70, 94.40),
+            "eca_net": _numbers("42.49M", "7.35G", 380, 1089, 78.65, 94.34),
+        }),
+        "resnet152": _numbered(_SOTA_ROWS, {
+            "resnet": _numbers("57.40M", "10.82G", 281, 815, 77.58, 93.66),
+            "senet": _numbers("63.68M", "10.85G", 268, 761, 78.43, 94.27),
+            "eca_net": _numbers("57.40M", "10.83G", 279, 785, 78.92, 94.55),
+        }),
         MOBILENET: _MOBILENET_SECTION,
     },
     notes=(
         "Param. and FLOPs: thop counts in 1024-based units (M = 2^20, G = 2^30); GCNet's 28.08M is its own paper's SI count.",
         "FPS: four RTX 2080Ti GPUs and a Xeon Silver 4112; batch size, precision and GPU count not stated.",
-        "The ResNet-101 and ResNet-152 sections' numbers are not known here (None).",
         "The ResNet-18 and ResNet-34 sections are the poster's, not the paper's.",
     ),
 )
