@@ -6,6 +6,8 @@ Every registered model is also an attribute: ``models.eca_resnet50``, ``models.c
 
 from typing import Any
 
+# The other code bases' networks and checkpoint layouts: importing them registers their models and adapters.
+from . import cbam_official, senet, timm_resnets  # noqa: F401
 from .attention import (
     CBAM,
     ChannelAttention,

@@ -37,13 +37,17 @@ CLASSES = 5
 
 
 @functools.lru_cache(maxsize=None)
-def _kind_and_size(arch: str) -> Tuple[tuple, int]:
-    """What a model is made of, depth aside (its class, block type, attention types), and its size."""
+def _kind_and_size(arch: str) -> Tuple[tuple, Tuple[bool, int]]:
+    """What a model is made of, depth aside (its class, block type, attention types), and its size
+    as the selection orders it: a network with torchvision's stem and shortcut before any of the
+    ResNet-D/T family (timm's ecaresnet26t is smaller than ECA-ResNet-50; its stem and
+    average-pool shortcut are scripted in test_foreign_layouts)."""
     with torch.device("meta"):
         model = models.create_model(arch)
     block = next((type(m).__name__ for m in model.modules() if hasattr(m, "attention_name")), None)
     attention = sorted({type(m).__name__ for m in model.modules() if isinstance(m, models.ChannelAttention)})
-    return (type(model).__name__, block, tuple(attention)), sum(p.numel() for p in model.parameters())
+    resnet_d = bool(getattr(model, "avg_down", False))
+    return (type(model).__name__, block, tuple(attention)), (resnet_d, sum(p.numel() for p in model.parameters()))
 
 
 ORIGINAL_COMPARISON = {(), ("EfficientChannelAttention",), ("SqueezeExcitation",), ("NonSharedChannelAttention",)}

@@ -16,8 +16,12 @@ class CBAM(ChannelAttention):
     sigma(f7x7([AvgPool_c(F'); MaxPool_c(F')])), a 7 x 7 convolution over the channel-wise mean
     and max. The paper's equations have no biases and no normalisation, and that is the
     default (the ECA-Net paper's CBAM-50 count, 26.77M, is this one's); ``bias=True`` and
-    ``spatial_batch_norm=True`` give the official code's biased MLP and BatchNorm after
-    the 7 x 7 conv (whose count the ECA-Net poster's CBAM-34 row, 20.943M, fits).
+    ``spatial_batch_norm=True`` give the official code's layer (Jongchan/attention-module's
+    ``CBAM``): its biased MLP and its BatchNorm after the 7 x 7 conv, with the official
+    momentum of 0.01 (whose count the ECA-Net poster's CBAM-34 row, 20.943M, fits). The
+    official code pools [max; mean] for the spatial gate where this layer pools [mean; max], so
+    its weights load with the conv's two input channels swapped (``models/cbam_official.py``),
+    after which both compute the same.
     """
 
     block_attribute = "cbam"
@@ -44,7 +48,7 @@ class CBAM(ChannelAttention):
         self.spatial = nn.Conv2d(
             2, 1, spatial_kernel_size, padding=(spatial_kernel_size - 1) // 2, bias=False
         )
-        self.spatial_bn = nn.BatchNorm2d(1) if spatial_batch_norm else None
+        self.spatial_bn = nn.BatchNorm2d(1, momentum=0.01) if spatial_batch_norm else None
 
     def _mlp(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.relu(self.fc1(pooled)))

@@ -142,16 +142,18 @@ def _held_arch(path: PathLike, adapted: layout.AdaptedStateDict, file_arch: Opti
 
 def _without_foreign_training_state(path: PathLike, checkpoint: Dict[str, Any], source: str) -> Dict[str, Any]:
     """The checkpoint less its optimizer state, which another code base wrote for its own
-    parameter order (and names), with a CheckpointWarning when there was one to drop: a resumed
-    run keeps the epoch and best score, and its momentum starts again."""
-    if "optimizer" not in checkpoint:
+    parameter order: a resumed run keeps the epoch and best score, and its momentum starts
+    again, which a CheckpointWarning says when the file held momentum to lose."""
+    optimizer = checkpoint.get("optimizer")
+    if optimizer is None:
         return checkpoint
-    warnings.warn(
-        f"{path}: the {source} file's optimizer state is in that code's parameter order, so it is left out "
-        "(a resumed run's momentum starts again)",
-        CheckpointWarning,
-        stacklevel=3,
-    )
+    if isinstance(optimizer, dict) and optimizer.get("state"):
+        warnings.warn(
+            f"{path}: the {source} file's optimizer state is in that code's parameter order, so it is left out "
+            "(a resumed run's momentum starts again)",
+            CheckpointWarning,
+            stacklevel=3,
+        )
     return {key: value for key, value in checkpoint.items() if key != "optimizer"}
 
 
