@@ -1,17 +1,24 @@
-"""scripts/evaluate_released.py on a folder of checkpoints in the released format and a tiny val/ tree."""
+"""scripts/evaluate_released.py on a folder of checkpoints in several layouts (the released
+ECA-Nets' format, timm's safetensors, a damaged file) and a tiny val/ tree: one table, as text,
+CSV and Markdown, with each file's layout, counts and speed, and the published numbers."""
 
+import csv
 import importlib.util
 from pathlib import Path
 
 import pytest
+import safetensors.torch
+import timm
 import torch
 from helpers import ROOT, run_script
 from PIL import Image
 
 import models
+from utils.counting.complexity import binary_units, count_parameters, paper_flops
 
 SCRIPT = ROOT / "scripts" / "evaluate_released.py"
 VAL_IMAGES = {"n01440764": 3, "n01443537": 1, "n01484850": 1}  # 5 images; class 0 holds 3 of them
+IMAGE = 32
 
 
 def save_released_format(model: torch.nn.Module, path: Path) -> None:
@@ -43,23 +50,50 @@ def setup(tmp_path_factory) -> dict:
     save_released_format(constant_classifier(resnet, resnet.fc, 0), released / "eca_resnet50_k3557.pth.tar")
     mobilenet = models.eca_mobilenet_v2(num_classes=3)
     save_released_format(constant_classifier(mobilenet, mobilenet.classifier[1], 2), released / "eca_mobilenetv2_k13.pth.tar")
+    torch.manual_seed(0)
+    resnet_t = timm.create_model("ecaresnet26t", pretrained=False, num_classes=3)  # ECA under se, a deep tiered stem
+    safetensors.torch.save_file(constant_classifier(resnet_t, resnet_t.fc, 1).state_dict(), released / "model.safetensors")
     complete = (released / "eca_resnet50_k3557.pth.tar").read_bytes()
     (released / "broken.pth.tar").write_bytes(complete[: len(complete) // 2])  # an interrupted download
     (released / "notes.txt").write_text("not a checkpoint, not picked up")
-    return {"data": root / "data", "released": released}
+    return {"data": root / "data", "released": released, "models": {"eca_resnet18": resnet, "eca_mobilenet_v2": mobilenet}}
 
 
-def test_folder_of_checkpoints_gives_one_row_each(setup):
-    result = run_script(SCRIPT, setup["released"], "--data", setup["data"], "--image-size", 32, "-b", 8, "-j", 0)
+def counts(model: torch.nn.Module) -> list:
+    """Param. and FLOPs as paramflops.py counts them, at the evaluated size."""
+    return [binary_units(count_parameters(model)), binary_units(paper_flops(model, IMAGE))]
+
+
+def test_a_folder_of_checkpoints_in_several_layouts_is_one_table(setup, tmp_path):
+    result = run_script(SCRIPT, setup["released"], "--data", setup["data"], "--image-size", IMAGE, "-b", 8, "-j", 0,
+                        "--speed-batches", 1, "--csv", tmp_path / "table.csv", "--markdown", tmp_path / "table.md")  # fmt: skip
     assert result.returncode == 2, result.stderr  # one checkpoint cannot be read
     header, *rows = result.stdout.splitlines()
-    assert header.split()[:5] == ["checkpoint", "arch", "k", "top-1", "top-5"]
+    assert header.split() == ["checkpoint", "layout", "arch", "k", "top-1", "top-5", "Param.", "FLOPs", "images/s",
+                              "paper", "paper", "top-1", "paper", "top-5", "diff", "top-1", "diff", "top-5"]  # fmt: skip
     assert rows[0].startswith("broken.pth.tar") and "error: " in rows[0] and "not a PyTorch checkpoint" in rows[0]
-    # The constant predictions: class 2 is right for 1 image of 5, class 0 for 3 of 5; top-5 of 3 classes is always right.
-    assert rows[1].split()[:5] == ["eca_mobilenetv2_k13.pth.tar", "eca_mobilenet_v2", "1" * 10 + "3" * 7, "20.00", "100.00"]
-    assert rows[2].split()[:5] == ["eca_resnet50_k3557.pth.tar", "eca_resnet18", "3333", "60.00", "100.00"]
-    assert rows[2].split()[5:] == ["-"] * 5  # 3-class models are not compared with the paper's ImageNet numbers
-    assert len(rows) == 3
+    mobilenet, resnet, resnet_t = (row.split() for row in rows[1:])
+    # The constant predictions: class 2 is right for 1 image of 5, class 0 for 3 of 5, class 1 for 1;
+    # top-5 of 3 classes is always right. Layouts: the released files' keys are the original code's.
+    assert mobilenet[:6] == ["eca_mobilenetv2_k13.pth.tar", "original", "ECA-Net", "eca_mobilenet_v2", "1" * 10 + "3" * 7, "20.00"]
+    assert resnet[:6] == ["eca_resnet50_k3557.pth.tar", "original", "ECA-Net", "eca_resnet18", "3333", "60.00"]
+    assert resnet_t[:6] == ["model.safetensors", "timm", "ecaresnet26t", "5557", "20.00", "100.00"]
+    assert mobilenet[7:9] == counts(setup["models"]["eca_mobilenet_v2"]) and resnet[7:9] == counts(setup["models"]["eca_resnet18"])
+    assert float(resnet[9]) > 0 and float(resnet_t[8]) > 0  # images/s
+    assert resnet[10:] == ["-"] * 5  # 3-class models are not compared with ImageNet numbers
+    assert len(rows) == 4
+
+    with open(tmp_path / "table.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["checkpoint"] for row in table] == ["broken.pth.tar", "eca_mobilenetv2_k13.pth.tar", "eca_resnet50_k3557.pth.tar",
+                                                    "model.safetensors"]  # fmt: skip
+    assert table[0]["error"].startswith(str(setup["released"] / "broken.pth.tar")) and table[0]["arch"] == ""
+    assert table[2]["params"] == str(count_parameters(setup["models"]["eca_resnet18"])) and table[2]["top1"] == "60.0000"
+    assert table[3]["layout"] == "timm" and table[3]["error"] == ""
+    markdown = (tmp_path / "table.md").read_text().splitlines()
+    assert markdown[2] == "| " + " | ".join(load_script().COLUMNS) + " |"
+    assert markdown[4].startswith("| broken.pth.tar | error: ") and len(markdown) == 2 + 2 + 4
+    assert markdown[7].startswith("| model.safetensors | timm | ecaresnet26t | 5557 | 20.00 | 100.00 | ")
 
 
 def load_script():
@@ -69,14 +103,26 @@ def load_script():
     return module
 
 
-def test_imagenet_rows_are_compared_with_the_original_readme():
+@pytest.mark.parametrize(
+    "arch, kwargs, expected",
+    [
+        ("eca_resnet50", {}, ("ECA-Net50 (README)", 77.42, 93.62)),
+        ("cbam_resnet50", {"bias": True, "spatial_batch_norm": True}, ("CBAM-50 (Table 3)", 77.34, 93.69)),
+        ("se_resnet50_caffe", {}, ("SENet-50 (Table 3)", 76.71, 93.38)),
+        ("resnet50", {}, ("ResNet-50 (Table 3)", 75.20, 92.52)),
+        ("mobilenet_v2", {}, ("MobileNetV2 (Table 3)", 71.64, 90.20)),
+        ("ecaresnet50d", {}, None),
+    ],
+)
+def test_published_numbers_are_those_of_the_same_network(arch, kwargs, expected):
+    """The README's for a released ECA-Net; Table 3's where its row's model holds the same weights
+    (the SENet authors' network holds se_resnet50(bias=True)'s, the official CBAM's cbam_resnet50's)."""
     script = load_script()
-    row = script.result_row("x.pth.tar", "eca_resnet50", {"k_size": [3, 5, 5, 7], "num_classes": 1000},
-                            {"prec1": 77.5, "prec5": 93.6}, 1000)  # fmt: skip
-    assert row == {"checkpoint": "x.pth.tar", "arch": "eca_resnet50", "k": "3557", "top-1": "77.50", "top-5": "93.60",
-                   "paper": "ECA-Net50", "paper top-1": "77.42", "paper top-5": "93.62",
-                   "diff top-1": "+0.08", "diff top-5": "-0.02"}  # fmt: skip
-    assert script.result_row("y", "resnet50", {"num_classes": 1000}, {"prec1": 76.1, "prec5": 92.9}, 1000)["k"] == "-"
+    with torch.device("meta"):
+        model = models.create_model(arch, **kwargs)
+    found = script.published(arch, model, 1000)
+    assert (found and (found.label, found.top1, found.top5)) == expected
+    assert script.published(arch, model, 10) is None
 
 
 @pytest.mark.parametrize(
@@ -84,10 +130,17 @@ def test_imagenet_rows_are_compared_with_the_original_readme():
     [
         (["{released}", "--data", "{missing}"], "evaluate_released: data directory {missing} does not exist"),
         (["{missing}", "--data", "{data}"], "evaluate_released: {missing}: no such file or directory"),
-        (["{data}", "--data", "{data}"], "evaluate_released: no checkpoint files (.pth.tar, .pth, .pt) in {data}"),
+        (["{data}", "--data", "{data}"],
+         "evaluate_released: no checkpoint files (.pth.tar, .pth, .pt, .pkl, .bin, .safetensors) in {data}"),
     ],
 )
 def test_bad_input_is_one_line(setup, tmp_path, capsys, args, message):
     names = {"released": setup["released"], "data": setup["data"], "missing": tmp_path / "missing"}
     assert load_script().main([arg.format(**names) for arg in args]) == 2
     assert capsys.readouterr().err.strip() == message.format(**names)
+
+
+def test_a_bad_count_is_one_line(setup):
+    result = run_script(SCRIPT, setup["released"], "--data", setup["data"], "--speed-batches", "-1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "evaluate_released.py: error: argument --speed-batches: expected 0 or a positive integer, got '-1'"
