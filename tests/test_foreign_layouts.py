@@ -103,6 +103,18 @@ def test_what_the_adapters_change_matters(peer_files):
     assert (peer_logits(model) - expected).abs().max() > 0.05
 
 
+def test_torch_hub_reads_a_peers_file(peer_files):
+    """hubconf's entry points go through load_model: the SENet authors' file builds their network,
+    also when asked for as ``se_resnet50``, whose constructor then takes the switches it implies."""
+    hubconf = importlib.import_module("hubconf")
+    caffe = hubconf.se_resnet50_caffe(weights=str(peer_files["senet_caffe_se_resnet50"]))
+    asked = hubconf.se_resnet50(weights=str(peer_files["senet_caffe_se_resnet50"]))
+    for model in (caffe, asked):
+        assert model.unkeyed_settings == {"stride_in_1x1": True, "caffe_stem_pool": True}
+        assert model.layer2[0].conv1.stride == (2, 2) and model.maxpool.ceil_mode
+    assert all(torch.equal(value, asked.state_dict()[key]) for key, value in caffe.state_dict().items())
+
+
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     """The demo's shapes as JPEGs: 10 classes, one image each in train/ and val/."""
