@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from .attention import ChannelAttention, attention_kind, create_attention
 from .features import FeatureInfo, FeatureSpec
@@ -31,8 +32,6 @@ __all__ = [
     "stage_kernel_sizes",
     "resnet",
     "resnet_model_name",
-    "make_stem",
-    "make_downsample",
 ]
 
 DEFAULT_KERNEL_SIZES = {
@@ -58,10 +57,14 @@ class _AttentiveBlock(nn.Module):
 
     __jit_unused_properties__ = ["attention_layer"]
 
-    def _add_attention_and_downsample(self, attention: Optional[ChannelAttention], downsample: Optional[nn.Module]) -> None:
+    def _add_attention_and_downsample(
+        self, attention: Optional[ChannelAttention], downsample: Optional[nn.Module], drop_path: float = 0.0
+    ) -> None:
         """The attention layer under its ``block_attribute``, then the downsample branch: the
         order of the released checkpoints' keys (``layer1.0.eca.conv.weight`` before
-        ``layer1.0.downsample.0.weight``). The block's other attributes must exist already."""
+        ``layer1.0.downsample.0.weight``). The block's other attributes must exist already.
+        ``drop_path``: the probability of stochastic depth (``torchvision.ops.StochasticDepth``,
+        per sample), which holds no weights."""
         self.attention_name = None
         if attention is not None:
             slot = attention.block_attribute
@@ -72,6 +75,7 @@ class _AttentiveBlock(nn.Module):
             self.add_module(slot, attention)
             self.attention_name = slot
         self.downsample = downsample
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path else None
 
     @property
     def attention_layer(self) -> Optional[ChannelAttention]:
@@ -79,12 +83,15 @@ class _AttentiveBlock(nn.Module):
         return None if self.attention_name is None else self._modules[self.attention_name]
 
     def _attend_add_relu(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """The block's ending: attention on ``out``, the residual addition, the ReLU.
+        """The block's ending: attention on ``out``, stochastic depth (in training), the residual
+        addition, the ReLU.
 
-        An attention layer that ``fuses_residual`` (ECA) does all three in one call, in place
+        An attention layer that ``fuses_residual`` (ECA) does all of it in one call, in place
         in eager mode, which saves no extra activation for backward; it may overwrite ``out``
         (the last BatchNorm's output) or, in a block with a downsample branch, ``identity``
-        (that branch's output), both temporaries here.
+        (that branch's output), both temporaries here. Stochastic depth reaches it as the
+        per-sample factors ``StochasticDepth`` draws (its drop of a tensor of ones), which
+        the layer folds into its gate; other blocks multiply the branch by the same factors.
 
         TorchScript finds a submodule by a literal name only, and cannot test a module's
         class: there the loop over the children is unrolled when the block is compiled, and
@@ -92,19 +99,24 @@ class _AttentiveBlock(nn.Module):
         call alone. Eager mode looks the layer up by its name directly.
         """
         overwrite_identity = self.downsample is not None
+        scale: Optional[torch.Tensor] = None
+        if self.drop_path is not None and self.training:
+            scale = self.drop_path(out.new_ones(out.shape[0], 1, 1, 1))
         if torch.jit.is_scripting():
             for layer in self.children():
                 if hasattr(layer, "fuses_residual"):
                     if layer.fuses_residual:
-                        return layer(out, identity, overwrite_identity)
+                        return layer(out, identity, overwrite_identity, scale)
                     out = layer(out)
-            return self.relu(out + identity)
+            return self.relu(out + identity if scale is None else out * scale + identity)
         attention = self.attention_layer
         if attention is not None:
             if attention.fuses_residual:
-                return attention(out, identity, overwrite_identity)
+                if scale is None:
+                    return attention(out, identity, overwrite_identity)
+                return attention(out, identity, overwrite_identity, scale)
             out = attention(out)
-        return self.relu(out + identity)
+        return self.relu(out + identity if scale is None else out * scale + identity)
 
 
 class BasicBlock(_AttentiveBlock):
@@ -117,6 +129,7 @@ class BasicBlock(_AttentiveBlock):
         stride: int = 1,
         downsample: Optional[nn.Module] = None,
         attention: Optional[ChannelAttention] = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -125,7 +138,7 @@ class BasicBlock(_AttentiveBlock):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.stride = stride
-        self._add_attention_and_downsample(attention, downsample)
+        self._add_attention_and_downsample(attention, downsample, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -145,20 +158,18 @@ class Bottleneck(_AttentiveBlock):
         stride: int = 1,
         downsample: Optional[nn.Module] = None,
         attention: Optional[ChannelAttention] = None,
-        stride_in_1x1: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
-        """``stride_in_1x1``: the stride on the first 1x1 convolution instead of the 3x3 (the
-        original ResNet's and Caffe's place, where the SENet authors trained theirs)."""
         super().__init__()
-        self.conv1 = conv1x1(inplanes, planes, stride if stride_in_1x1 else 1)
+        self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, 1 if stride_in_1x1 else stride)
+        self.conv2 = conv3x3(planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.stride = stride
-        self._add_attention_and_downsample(attention, downsample)
+        self._add_attention_and_downsample(attention, downsample, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -181,33 +192,6 @@ RESNET_LAYOUTS: Dict[int, Tuple[Block, Tuple[int, int, int, int]]] = {
 """Depth -> (block, blocks per stage), shared by every ResNet variant so they differ only in attention."""
 
 
-def make_stem(kind: str = "7x7", width: int = 32) -> Tuple[nn.Module, int]:
-    """The stem's convolutions and how many channels they give: torchvision's 7x7 (``"7x7"``,
-    64), or three 3x3 convolutions, the first with stride 2, of ``width``, ``width`` and
-    ``2 * width`` channels (``"deep"``: ResNet-C/D) or ``3 * (width // 4)``, ``width`` and
-    ``2 * width`` (``"deep_tiered"``: ResNet-T), with BatchNorm and ReLU between them; the
-    ResNet's ``bn1`` and ``relu`` follow. Keys ``conv1.0/1/3/4/6``, as timm's."""
-    if kind == "7x7":
-        return nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False), 64
-    if kind not in ("deep", "deep_tiered"):
-        raise ValueError(f"stem must be '7x7', 'deep' or 'deep_tiered', got {kind!r}")
-    first = 3 * (width // 4) if kind == "deep_tiered" else width
-    layers = [conv3x3(3, first, stride=2), nn.BatchNorm2d(first), nn.ReLU(inplace=True)]
-    layers += [conv3x3(first, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True), conv3x3(width, 2 * width)]
-    return nn.Sequential(*layers), 2 * width
-
-
-def make_downsample(inplanes: int, out_planes: int, stride: int, avg_down: bool = False) -> nn.Sequential:
-    """A stage's shortcut projection: torchvision's strided 1x1 convolution and BatchNorm, or with
-    ``avg_down`` (ResNet-D) a 2x2 average pool that takes the stride, so that no input position
-    is skipped, then a 1x1 convolution and BatchNorm (keys ``downsample.1/2``; the pool is an
-    Identity where the stride is 1)."""
-    if not avg_down:
-        return nn.Sequential(conv1x1(inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
-    pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride != 1 else nn.Identity()
-    return nn.Sequential(pool, conv1x1(inplanes, out_planes), nn.BatchNorm2d(out_planes))
-
-
 class ResNet(nn.Module):
     """A ResNet for 3-channel inputs of at least 32 x 32 pixels (global pooling is adaptive).
 
@@ -219,9 +203,6 @@ class ResNet(nn.Module):
     stage_planes = (64, 128, 256, 512)
     forward_steps = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     """The children ``forward_features`` runs, in order (what ``FeatureListNet`` runs)."""
-    unkeyed_settings: Dict[str, Any]
-    """The constructor settings other than the defaults that change what the network computes
-    but none of its keys (``stride_in_1x1``, ``caffe_stem_pool``); ``models.layout`` reads them."""
 
     def __init__(
         self,
@@ -230,59 +211,44 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         attention: str = "none",
         k_size: Optional[KernelSizeSpec] = None,
-        stem: str = "7x7",
-        stem_width: int = 32,
-        avg_down: bool = False,
-        stride_in_1x1: bool = False,
-        caffe_stem_pool: bool = False,
+        drop_path_rate: float = 0.0,
         **attention_kwargs: Any,
     ) -> None:
         """``attention`` names a registered layer (``models.attention``), built for every block
         of the stages it belongs in (all four; GCNet's: layer2..4); ``k_size`` is the per-stage k
         of one that takes a kernel size (ECA, ECA-NS; default 3333), any of the forms
         ``parse_kernel_sizes`` reads; ``attention_kwargs`` go to every layer (SE's ``bias=True``).
-
-        The switches of the ResNet family, torchvision's ResNet when left out: ``stem``
-        ``"deep"`` or ``"deep_tiered"`` (three 3x3 convolutions, ``stem_width`` wide, of ResNet-D
-        and -T; :func:`make_stem`), ``avg_down`` (the shortcut's stride as a 2x2 average pool, of
-        ResNet-D; :func:`make_downsample`), ``stride_in_1x1`` (Bottleneck's stride on its first
-        1x1 convolution) and ``caffe_stem_pool`` (the stem's max-pool unpadded, rounding up), the
-        last two of the SENet authors' Caffe-trained networks.
+        ``drop_path_rate``: stochastic depth, rising linearly from 0 in the first block to this
+        in the last, as timm's and torchvision's ResNets and ConvNeXts do (no weights change).
         """
         super().__init__()
         kind = attention_kind(attention)
         if k_size is not None and not kind.takes_kernel_size:
             raise TypeError(f"attention {attention!r} has no kernel size to set")
         kernel_sizes = stage_kernel_sizes(block, "3333" if k_size is None else k_size) if kind.takes_kernel_size else None
-        if stride_in_1x1 and block is not Bottleneck:
-            raise ValueError("stride_in_1x1 puts the stride on a Bottleneck's first 1x1 convolution; BasicBlock has none")
-        self.avg_down = avg_down
-        self.stride_in_1x1 = stride_in_1x1
-        self.unkeyed_settings = {
-            name: True for name, value in (("stride_in_1x1", stride_in_1x1), ("caffe_stem_pool", caffe_stem_pool)) if value
-        }
-        self.conv1, self.inplanes = make_stem(stem, stem_width)
-        stem_channels = self.inplanes
-        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        if caffe_stem_pool:
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
-        else:
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        total_blocks = sum(layers)
+        drop_paths = [drop_path_rate * index / max(total_blocks - 1, 1) for index in range(total_blocks)]
         stages = []
         for stage, (planes, blocks) in enumerate(zip(self.stage_planes, layers)):
             stride = 1 if stage == 0 else 2
             stage_attention, layer_kwargs = (attention, dict(attention_kwargs)) if stage in kind.resnet_stages else ("none", {})
             if kernel_sizes is not None:
                 layer_kwargs["k_size"] = kernel_sizes[stage]
-            stages.append(self._make_layer(block, planes, blocks, stride, stage_attention, layer_kwargs))
+            first = sum(layers[:stage])
+            stage_drop_paths = drop_paths[first : first + blocks]
+            stages.append(self._make_layer(block, planes, blocks, stride, stage_attention, layer_kwargs, stage_drop_paths))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = 512 * block.expansion
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
         self.feature_info = FeatureInfo(
-            [FeatureSpec(num_chs=stem_channels, reduction=2, module="relu")]
+            [FeatureSpec(num_chs=64, reduction=2, module="relu")]
             + [
                 FeatureSpec(num_chs=planes * block.expansion, reduction=4 * 2**stage, module=f"layer{stage + 1}")
                 for stage, planes in enumerate(self.stage_planes)
@@ -291,13 +257,13 @@ class ResNet(nn.Module):
         self._init_weights()
 
     def _make_layer(
-        self, block: Block, planes: int, blocks: int, stride: int, attention: str, attention_kwargs: Dict[str, Any]
+        self, block: Block, planes: int, blocks: int, stride: int, attention: str, attention_kwargs: Dict[str, Any],
+        drop_paths: Sequence[float],
     ) -> nn.Sequential:
         out_planes = planes * block.expansion
         downsample = None
         if stride != 1 or self.inplanes != out_planes:
-            downsample = make_downsample(self.inplanes, out_planes, stride, self.avg_down)
-        block_settings = {"stride_in_1x1": True} if self.stride_in_1x1 else {}
+            downsample = nn.Sequential(conv1x1(self.inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
         layers = []
         for index in range(blocks):
             layers.append(
@@ -307,7 +273,7 @@ class ResNet(nn.Module):
                     stride if index == 0 else 1,
                     downsample if index == 0 else None,
                     create_attention(attention, out_planes, **attention_kwargs),
-                    **block_settings,
+                    drop_paths[index],
                 )
             )
             self.inplanes = out_planes

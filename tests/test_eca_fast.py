@@ -328,3 +328,47 @@ def test_benchmark_cpu_peak_counts_every_allocation_and_free():
         del second, third
 
     assert 8_000_000 <= cpu_step_peak_rise(step) < 8_100_000
+
+
+def plain_eca_with_drop(x, weight, identity, sample_scale):
+    """The residual ending under stochastic depth as plain autograd ops: relu(x * gate * scale + identity)."""
+    return torch.relu(plain_eca(x, weight) * sample_scale + identity)
+
+
+@pytest.mark.parametrize("form", ["residual", "residual_over_identity"])
+def test_stochastic_depth_in_the_fused_ending_equals_the_plain_computation(form):
+    """Per-sample factors (0: the sample's branch dropped; 1 / (1 - p): kept) folded into the gate."""
+    torch.manual_seed(11)
+    layer = EfficientChannelAttention(12, 3).double()
+    x = torch.randn(4, 12, 3, 5, dtype=torch.float64)
+    identity = torch.randn(4, 12, 3, 5, dtype=torch.float64)
+    scale = torch.tensor([0.0, 2.5, 2.5, 0.0], dtype=torch.float64).view(4, 1, 1, 1)
+    grad_out = torch.randn(4, 12, 3, 5, dtype=torch.float64)
+    overwrite_identity = form == "residual_over_identity"
+    out, grads = outputs_and_grads(lambda x, i: layer(x.clone(), i.clone(), overwrite_identity, scale), x, identity,
+                                   layer.conv.weight, grad_out)
+    ref, ref_grads = outputs_and_grads(lambda x, i: plain_eca_with_drop(x, layer.conv.weight, i, scale), x, identity,
+                                       layer.conv.weight, grad_out)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for grad, ref_grad in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(grads[0][scale.flatten() == 0], torch.zeros(2, 12, 3, 5, dtype=torch.float64))
+
+    def fn(x, identity, weight):
+        return functional_call(layer, {"conv.weight": weight}, (x.clone(), identity.clone(), overwrite_identity, scale))
+
+    inputs = (x.requires_grad_(), identity.requires_grad_(), layer.conv.weight.detach().clone().requires_grad_())
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+
+
+def test_eca_resnet50_with_stochastic_depth_keeps_the_memory_saving():
+    """The fused ending takes the per-sample drop without saving more for backward: against
+    ResNet-50 with the same stochastic depth, the same bound as without it."""
+    torch.manual_seed(12)
+    images = torch.randn(2, 3, 64, 64)
+    model = models.eca_resnet50(drop_path_rate=0.3)
+    plain = saved_activation_bytes(models.resnet50(drop_path_rate=0.3), images)
+    fast = saved_activation_bytes(model, images)
+    downsampling = block_output_bytes(model, images, downsampling_only=True)
+    gates = 16 * 3 * images.shape[0] * 2048 * 8  # per ECA layer: pooled responses, gate and the gate times the drop
+    assert downsampling <= fast - plain <= downsampling + gates

@@ -23,7 +23,9 @@ class EfficientChannelAttention(ChannelAttention):
     ``conv.weight`` of shape (1, 1, k), exactly as in the released checkpoints.
 
     Called with an ``identity`` it is a ResNet block's whole ending, ``relu(x * gate + identity)``,
-    computed in place in eager mode; see :meth:`_fast_forward`. The gate is computed in the dtype of ``conv.weight``
+    computed in place in eager mode; see :meth:`_fast_forward`. A ``sample_scale`` there is the
+    block's stochastic depth, one factor per sample (0 drops the sample's residual branch,
+    1 / (1 - p) keeps it), folded into the gate: the ending stays one in-place call. The gate is computed in the dtype of ``conv.weight``
     (float32 under autocast) and rounded to ``x``'s for the multiply, so that every full-size
     operation runs in one dtype; the output has the dtype and memory format of ``x``.
     """
@@ -42,9 +44,14 @@ class EfficientChannelAttention(ChannelAttention):
         self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=self.padding, bias=False)
 
     def forward(
-        self, x: torch.Tensor, identity: Optional[torch.Tensor] = None, overwrite_identity: bool = False
+        self,
+        x: torch.Tensor,
+        identity: Optional[torch.Tensor] = None,
+        overwrite_identity: bool = False,
+        sample_scale: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """``x * gate``; given ``identity``, ``relu(x * gate + identity)``.
+        """``x * gate``; given ``identity``, ``relu(x * gate * sample_scale + identity)``, with
+        ``sample_scale`` (N, 1, 1, 1) or None for 1.
 
         While a graph is being captured (TorchScript, ONNX, torch.compile, torch.export, FX;
         see :func:`capturing_graph`) these are plain out-of-place operators, which every
@@ -55,12 +62,13 @@ class EfficientChannelAttention(ChannelAttention):
             gate = self._gate(x)[1]
             if identity is None:
                 return _scale(x, gate)
-            return torch.relu(torch.addcmul(identity, x, _as_4d(gate, x)))
-        return self._fast_forward(x, identity, overwrite_identity)
+            scale = _as_4d(gate, x) if sample_scale is None else _as_4d(gate, x) * sample_scale
+            return torch.relu(torch.addcmul(identity, x, scale))
+        return self._fast_forward(x, identity, overwrite_identity, sample_scale)
 
     @torch.jit.unused
     def _fast_forward(
-        self, x: torch.Tensor, identity: Optional[torch.Tensor], overwrite_identity: bool
+        self, x: torch.Tensor, identity: Optional[torch.Tensor], overwrite_identity: bool, sample_scale: Optional[torch.Tensor]
     ) -> torch.Tensor:
         """The eager path: the residual form is written over ``x`` (or ``identity``).
 
@@ -73,9 +81,11 @@ class EfficientChannelAttention(ChannelAttention):
         a temporary that nothing else saves (so there, and only there, one activation more
         than in ResNet-50 stays alive). Whichever is overwritten must not be used again.
         Without autograd (eval, ``torch.no_grad``) the same ops run with no Function around them.
+        A ``sample_scale`` multiplies the gate sample by sample; backward saves it as (N, 1, C).
         """
         with torch.no_grad():
             pooled, gate = self._gate(x)
+        keep = None if sample_scale is None else sample_scale.view(-1, 1, 1).to(gate.dtype)
         weight = self.conv.weight
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad)
@@ -86,8 +96,8 @@ class EfficientChannelAttention(ChannelAttention):
                 return _GateScale.apply(x, weight, pooled, gate, padding)
             return _scale(x, gate)
         if needs_grad:
-            return _GateAddReLU.apply(x, identity, weight, pooled, gate, padding, overwrite_identity)
-        return _scale_add_relu_(x, identity, gate, overwrite_identity)
+            return _GateAddReLU.apply(x, identity, weight, pooled, gate, padding, overwrite_identity, keep)
+        return _scale_add_relu_(x, identity, gate if keep is None else gate * keep, overwrite_identity)
 
     def _gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Pooled responses and sigmoid gate, both (N, 1, C) in ``conv.weight``'s dtype: the one
@@ -169,7 +179,8 @@ def _backward_through_gate(
     The conv's backward turns the logits' gradient into the weight's and the pooled
     responses'; the latter reaches every position of x as 1 / (H * W) of it. That is added
     to ``grad * gate`` in one ``addcmul`` written over ``product``, so that backward
-    allocates no other full-size tensor. ``saved`` is (conv weight, pooled, gate).
+    allocates no other full-size tensor. ``saved`` is (conv weight, pooled, gate as applied:
+    times the sample's scale under stochastic depth).
     """
     weight, pooled, gate = saved
     logit_grad = product.sum(dim=(2, 3), dtype=gate.dtype).unsqueeze(1) * factor
@@ -207,7 +218,8 @@ class _GateScale(torch.autograd.Function):
 
 
 class _GateAddReLU(torch.autograd.Function):
-    """``relu(x * gate + identity)`` in place; backward saves no copy of x (see ``forward``)."""
+    """``relu(x * gate * keep + identity)`` in place; backward saves no copy of x (see ``forward``).
+    ``keep`` (N, 1, 1), or None for 1, is the sample's stochastic-depth factor."""
 
     @staticmethod
     def forward(
@@ -219,33 +231,35 @@ class _GateAddReLU(torch.autograd.Function):
         gate: torch.Tensor,
         padding: int,
         overwrite_identity: bool,
+        keep: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        out = _scale_add_relu_(x, identity, gate, overwrite_identity)
+        scale = gate if keep is None else gate * keep
+        out = _scale_add_relu_(x, identity, scale, overwrite_identity)
         ctx.mark_dirty(out)
         ctx.padding = padding
         ctx.overwrite_identity = overwrite_identity
-        ctx.save_for_backward(out, x if overwrite_identity else identity, weight, pooled, gate)
+        ctx.save_for_backward(out, x if overwrite_identity else identity, weight, pooled, scale, gate)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
-        out, kept, *saved = ctx.saved_tensors
-        gate = saved[-1]
+        out, kept, weight, pooled, scale, gate = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        # d logits = sum(grad * x) * keep * gate * (1 - gate), keep = scale / gate (1 without stochastic depth).
         if ctx.overwrite_identity:
-            product, factor = grad * kept, gate * (1 - gate)
+            product, factor = grad * kept, scale * (1 - gate)
         else:
-            # Where the ReLU passes gradient, out - identity is x * rounded, the gate as rounded
-            # to x's dtype for the multiply (rounded == gate in float32 and float64), so
-            # d logits = sum(grad * x) * gate * (1 - gate) = sum(grad * (out - identity)) *
-            # (1 - gate) * gate / rounded; where it does not, grad is zero.
-            rounded = gate.to(out.dtype).to(gate.dtype).clamp_min(torch.finfo(gate.dtype).tiny)
-            product, factor = torch.sub(out, kept).mul_(grad), (1 - gate) * gate / rounded
+            # Where the ReLU passes gradient, out - identity is x * rounded, the scale as rounded
+            # to x's dtype for the multiply (rounded == scale in float32 and float64), so
+            # d logits = sum(grad * (out - identity)) * (1 - gate) * scale / rounded; where it
+            # does not, grad is zero, and so is out - identity for a dropped sample (scale 0).
+            rounded = scale.to(out.dtype).to(scale.dtype).clamp_min(torch.finfo(scale.dtype).tiny)
+            product, factor = torch.sub(out, kept).mul_(grad), (1 - gate) * scale / rounded
         need_x, need_identity, need_weight = ctx.needs_input_grad[:3]
-        x_grad, weight_grad = _backward_through_gate(product, factor, grad, saved, ctx.padding, need_x, need_weight)
+        x_grad, weight_grad = _backward_through_gate(product, factor, grad, (weight, pooled, scale), ctx.padding, need_x, need_weight)
         identity_grad = grad if need_identity else None
-        return x_grad, identity_grad, weight_grad, None, None, None, None
+        return x_grad, identity_grad, weight_grad, None, None, None, None, None
 
 
 eca_layer = EfficientChannelAttention
