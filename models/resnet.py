@@ -32,6 +32,8 @@ __all__ = [
     "stage_kernel_sizes",
     "resnet",
     "resnet_model_name",
+    "make_stem",
+    "make_downsample",
 ]
 
 DEFAULT_KERNEL_SIZES = {
@@ -159,11 +161,14 @@ class Bottleneck(_AttentiveBlock):
         downsample: Optional[nn.Module] = None,
         attention: Optional[ChannelAttention] = None,
         drop_path: float = 0.0,
+        stride_in_1x1: bool = False,
     ) -> None:
+        """``stride_in_1x1``: the stride on the first 1x1 convolution instead of the 3x3 (the
+        original ResNet's and Caffe's place, where the SENet authors trained theirs)."""
         super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
+        self.conv1 = conv1x1(inplanes, planes, stride if stride_in_1x1 else 1)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes, 1 if stride_in_1x1 else stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -192,6 +197,33 @@ RESNET_LAYOUTS: Dict[int, Tuple[Block, Tuple[int, int, int, int]]] = {
 """Depth -> (block, blocks per stage), shared by every ResNet variant so they differ only in attention."""
 
 
+def make_stem(kind: str = "7x7", width: int = 32) -> Tuple[nn.Module, int]:
+    """The stem's convolutions and how many channels they give: torchvision's 7x7 (``"7x7"``,
+    64), or three 3x3 convolutions, the first with stride 2, of ``width``, ``width`` and
+    ``2 * width`` channels (``"deep"``: ResNet-C/D) or ``3 * (width // 4)``, ``width`` and
+    ``2 * width`` (``"deep_tiered"``: ResNet-T), with BatchNorm and ReLU between them; the
+    ResNet's ``bn1`` and ``relu`` follow. Keys ``conv1.0/1/3/4/6``, as timm's."""
+    if kind == "7x7":
+        return nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False), 64
+    if kind not in ("deep", "deep_tiered"):
+        raise ValueError(f"stem must be '7x7', 'deep' or 'deep_tiered', got {kind!r}")
+    first = 3 * (width // 4) if kind == "deep_tiered" else width
+    layers = [conv3x3(3, first, stride=2), nn.BatchNorm2d(first), nn.ReLU(inplace=True)]
+    layers += [conv3x3(first, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True), conv3x3(width, 2 * width)]
+    return nn.Sequential(*layers), 2 * width
+
+
+def make_downsample(inplanes: int, out_planes: int, stride: int, avg_down: bool = False) -> nn.Sequential:
+    """A stage's shortcut projection: torchvision's strided 1x1 convolution and BatchNorm, or with
+    ``avg_down`` (ResNet-D) a 2x2 average pool that takes the stride, so that no input position
+    is skipped, then a 1x1 convolution and BatchNorm (keys ``downsample.1/2``; the pool is an
+    Identity where the stride is 1)."""
+    if not avg_down:
+        return nn.Sequential(conv1x1(inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
+    pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride != 1 else nn.Identity()
+    return nn.Sequential(pool, conv1x1(inplanes, out_planes), nn.BatchNorm2d(out_planes))
+
+
 class ResNet(nn.Module):
     """A ResNet for 3-channel inputs of at least 32 x 32 pixels (global pooling is adaptive).
 
@@ -203,6 +235,9 @@ class ResNet(nn.Module):
     stage_planes = (64, 128, 256, 512)
     forward_steps = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     """The children ``forward_features`` runs, in order (what ``FeatureListNet`` runs)."""
+    unkeyed_settings: Dict[str, Any]
+    """The constructor settings other than the defaults that change what the network computes
+    but none of its keys (``stride_in_1x1``, ``caffe_stem_pool``); ``models.layout`` reads them."""
 
     def __init__(
         self,
@@ -212,6 +247,11 @@ class ResNet(nn.Module):
         attention: str = "none",
         k_size: Optional[KernelSizeSpec] = None,
         drop_path_rate: float = 0.0,
+        stem: str = "7x7",
+        stem_width: int = 32,
+        avg_down: bool = False,
+        stride_in_1x1: bool = False,
+        caffe_stem_pool: bool = False,
         **attention_kwargs: Any,
     ) -> None:
         """``attention`` names a registered layer (``models.attention``), built for every block
@@ -220,17 +260,34 @@ class ResNet(nn.Module):
         ``parse_kernel_sizes`` reads; ``attention_kwargs`` go to every layer (SE's ``bias=True``).
         ``drop_path_rate``: stochastic depth, rising linearly from 0 in the first block to this
         in the last, as timm's and torchvision's ResNets and ConvNeXts do (no weights change).
+
+        The switches of the ResNet family, torchvision's ResNet when left out: ``stem``
+        ``"deep"`` or ``"deep_tiered"`` (three 3x3 convolutions, ``stem_width`` wide, of ResNet-D
+        and -T; :func:`make_stem`), ``avg_down`` (the shortcut's stride as a 2x2 average pool, of
+        ResNet-D; :func:`make_downsample`), ``stride_in_1x1`` (Bottleneck's stride on its first
+        1x1 convolution) and ``caffe_stem_pool`` (the stem's max-pool unpadded, rounding up), the
+        last two of the SENet authors' Caffe-trained networks.
         """
         super().__init__()
         kind = attention_kind(attention)
         if k_size is not None and not kind.takes_kernel_size:
             raise TypeError(f"attention {attention!r} has no kernel size to set")
         kernel_sizes = stage_kernel_sizes(block, "3333" if k_size is None else k_size) if kind.takes_kernel_size else None
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        if stride_in_1x1 and block is not Bottleneck:
+            raise ValueError("stride_in_1x1 puts the stride on a Bottleneck's first 1x1 convolution; BasicBlock has none")
+        self.avg_down = avg_down
+        self.stride_in_1x1 = stride_in_1x1
+        self.unkeyed_settings = {
+            name: True for name, value in (("stride_in_1x1", stride_in_1x1), ("caffe_stem_pool", caffe_stem_pool)) if value
+        }
+        self.conv1, self.inplanes = make_stem(stem, stem_width)
+        stem_channels = self.inplanes
+        self.bn1 = nn.BatchNorm2d(stem_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        if caffe_stem_pool:
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        else:
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         total_blocks = sum(layers)
         drop_paths = [drop_path_rate * index / max(total_blocks - 1, 1) for index in range(total_blocks)]
         stages = []
@@ -248,7 +305,7 @@ class ResNet(nn.Module):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
         self.feature_info = FeatureInfo(
-            [FeatureSpec(num_chs=64, reduction=2, module="relu")]
+            [FeatureSpec(num_chs=stem_channels, reduction=2, module="relu")]
             + [
                 FeatureSpec(num_chs=planes * block.expansion, reduction=4 * 2**stage, module=f"layer{stage + 1}")
                 for stage, planes in enumerate(self.stage_planes)
@@ -263,7 +320,8 @@ class ResNet(nn.Module):
         out_planes = planes * block.expansion
         downsample = None
         if stride != 1 or self.inplanes != out_planes:
-            downsample = nn.Sequential(conv1x1(self.inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
+            downsample = make_downsample(self.inplanes, out_planes, stride, self.avg_down)
+        block_settings = {"stride_in_1x1": True} if self.stride_in_1x1 else {}
         layers = []
         for index in range(blocks):
             layers.append(
@@ -274,6 +332,7 @@ class ResNet(nn.Module):
                     downsample if index == 0 else None,
                     create_attention(attention, out_planes, **attention_kwargs),
                     drop_paths[index],
+                    **block_settings,
                 )
             )
             self.inplanes = out_planes
