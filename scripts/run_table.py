@@ -3,16 +3,18 @@
     python scripts/run_table.py variants /data/imagenet --epochs 100 --seeds 1 2 3   # Table 2 at ResNet-50
     python scripts/run_table.py sota /data/imagenet --depth 101 --rows resnet eca_net
     python scripts/run_table.py kernel-size /data/imagenet -- -b 128 --amp          # main.py flags after --
+    python scripts/run_table.py variants /data/imagenet --recipe rsb-a3              # every row under a modern recipe
     python scripts/run_table.py mobilenet /data/imagenet --launcher slurm           # one SLURM job per row and seed
     python scripts/run_table.py mobilenet /data/imagenet --collect                  # the table from finished runs
 
 TABLE is variants (Table 2), sota (Table 3 at --depth), kernel-size (Figure 4) or mobilenet
 (Table 3's MobileNetV2 rows). Each row and seed is one main.py run in its own run directory,
-OUT/runs/<row>/seed<S>, with the same recipe: --epochs, the seed, and the main.py flags after
---. OUT/table.md, table.csv and the table's chart, table.png and table.pdf (the paper's Figure 1,
-Top-1 against parameters with circle area = FLOPs; Figure 4, Top-1 against k, for kernel-size),
-are rewritten after every run. Interrupted, the same command continues: finished runs are
-skipped and an unfinished one resumes (--resume auto).
+OUT/runs/<row>/seed<S>, with the same settings: main.py's --recipe (the paper's unless --recipe
+names another), --epochs, the seed, and the main.py flags after --. OUT/table.md, table.csv and
+the table's chart, table.png and table.pdf (the paper's Figure 1, Top-1 against parameters with
+circle area = FLOPs; Figure 4, Top-1 against k, for kernel-size), are rewritten after every run.
+Interrupted, the same command continues: finished runs are skipped and an unfinished one resumes
+(--resume auto).
 """
 
 import argparse
@@ -61,6 +63,7 @@ from utils.paper.tables import (  # noqa: E402
     table_rows,
 )
 from utils.training.metrics import format_duration  # noqa: E402
+from utils.training.recipes import DEFAULT_RECIPE, RECIPES  # noqa: E402
 
 COUNT_INPUT_SIZE = 224
 """Param. and FLOPs are counted as the paper's were, at 1x3x224x224, whatever size the runs train at."""
@@ -107,7 +110,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     parser.add_argument("--depth", default="50", choices=[*map(str, DEPTHS), MOBILENET],
                         help="the ResNet of the rows (default 50); 'mobilenet': Table 3's MobileNetV2 rows")
     parser.add_argument("--rows", nargs="+", metavar="ROW", help="train only these rows, named as the table's in lower case")
-    parser.add_argument("--epochs", type=_positive_int, help="epochs of every run (default: main.py's recipe, 100 for ResNets)")
+    parser.add_argument("--recipe", choices=RECIPES,
+                        help=f"main.py's training recipe for every row (default: main.py's, {DEFAULT_RECIPE})")
+    parser.add_argument("--epochs", type=_positive_int, help="epochs of every run (default: the recipe's, the paper's 100 for ResNets)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S",
                         help="one run per seed and row; the table gives mean +- std over seeds (default: 0)")
     parser.add_argument("--out", metavar="DIR", help="where the runs and the table go (default runs/table_<TABLE>)")
@@ -188,8 +193,9 @@ def results(planned: Sequence[PlannedRow], counts: Dict[str, Tuple[int, int]], e
 
 
 def setup_lines(args: argparse.Namespace, table: PaperTable, depth: Optional[int], classes: int, passthrough: Sequence[str]) -> List[str]:
-    epochs = f"{args.epochs} epoch{'' if args.epochs == 1 else 's'}" if args.epochs else "main.py's recipe's epochs"
+    epochs = f"{args.epochs} epoch{'' if args.epochs == 1 else 's'}" if args.epochs else "the recipe's epochs"
     flags = f", main.py flags `{' '.join(passthrough)}`" if passthrough else ""
+    flags = f", recipe `{args.recipe}`{flags}" if args.recipe else flags
     where = "" if depth is None else f" at ResNet-{depth}"
     paper = "as the paper prints them" if section_key(depth) in table.sections else "the paper has no numbers at this depth"
     return [
@@ -276,13 +282,15 @@ def run(args: argparse.Namespace, passthrough: Sequence[str]) -> int:
     depth = depth_of(table, args.depth)
     data = os.path.abspath(args.data)
     classes = dataset_classes(data)
+    setup = setup_lines(args, table, depth, classes, passthrough)
+    if args.recipe:
+        passthrough = ["--recipe", args.recipe, *passthrough]
     planned = plan(table, depth, args.rows, args.seeds, os.path.abspath(args.out))
     skipped = [f"{entry.row.key} ({entry.reason})" for entry in planned if not entry.runs]
     if skipped:
         print(f"=> skipped rows: {', '.join(skipped)}", flush=True)
     counts = {entry.row.key: count(entry.runs[0], classes) for entry in planned if entry.runs}
     title = table.title + ("" if depth is None else f", ResNet-{depth}") + f", trained on {os.path.basename(data)}"
-    setup = setup_lines(args, table, depth, classes, passthrough)
 
     def write() -> None:
         paths = write_table(args.out, title, setup, results(planned, counts, args.epochs), table.notes, CHARTS[table.key])

@@ -4,13 +4,23 @@ The states are stored as tensors, ints and tuples only: checkpoints load with
 ``torch.load(weights_only=True)``, which refuses numpy arrays.
 """
 
+import contextlib
 import random
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "capture_rng_state", "restore_rng_state", "seed_worker", "epoch_seed", "sample_seed"]
+__all__ = [
+    "seed_everything",
+    "capture_rng_state",
+    "restore_rng_state",
+    "seed_worker",
+    "epoch_seed",
+    "sample_seed",
+    "step_seed",
+    "cpu_draws_seeded",
+]
 
 
 def seed_everything(seed: int) -> None:
@@ -28,10 +38,38 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of one sample's augmentation: a well-mixed 63-bit function of (run seed, epoch,
     dataset index), so that the crop a sample gets does not depend on which worker drew it."""
+    return _mixed(seed, epoch, index)
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """The seed of one training step's batch-level draws (Mixup/CutMix) on one process: a pure
+    function of (run seed, epoch, step, rank), so that a resumed run draws what the run that
+    never stopped drew, and processes draw independently."""
+    return _mixed(seed, epoch, step, rank, _STEP_SALT)
+
+
+_STEP_SALT = 0x5354_4550  # keeps step seeds apart from sample seeds
+
+
+def _mixed(*parts: int) -> int:
     value = 0
-    for part in (seed, epoch, index):
+    for part in parts:
         value = _mix64(value ^ (part & _MASK64))
     return value >> 1
+
+
+@contextlib.contextmanager
+def cpu_draws_seeded(seed: int) -> Iterator[None]:
+    """Torch's CPU generator seeded with ``seed`` inside the block and put back as it was after,
+    so that the block's random draws are a pure function of ``seed`` and disturb no other's.
+    Only the CPU generator: ``torch.manual_seed`` would also seed every accelerator, ~100x slower."""
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)
 
 
 _MASK64 = (1 << 64) - 1

@@ -8,7 +8,7 @@ corrupt file does not end a days-long epoch.
 """
 
 import os
-from typing import Any, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -16,7 +16,7 @@ from torchvision import datasets
 
 from utils.console import EXIT_BAD_INPUT, OneLineError
 from utils.data.decode import UNREADABLE, EncodedCrops, UnreadableImage, read_encoded, read_rgb, unreadable_reason
-from utils.data.transforms import build_transform, fast_transform
+from utils.data.transforms import NO_AUGMENTATION, Augmentation, build_transform, fast_transform
 
 __all__ = [
     "DATASET_PIPELINES",
@@ -80,20 +80,26 @@ DATASET_PIPELINES = ("fast", "pil", "encoded")
 """``encoded``: the ``--decode-device`` training samples, for :class:`DeviceDecodedLoader`."""
 
 
-def image_folder(folder: str, train: bool, image_size: int, min_scale: float = 0.08, pipeline: str = "pil") -> SkippingImageFolder:
+def image_folder(
+    folder: str, train: bool, image_size: int, min_scale: float = 0.08, pipeline: str = "pil",
+    augmentation: Augmentation = NO_AUGMENTATION, resize: Optional[int] = None,
+) -> SkippingImageFolder:
     """``folder/<class>/<image>`` with the training or evaluation transform of ``pipeline`` (one
-    of :data:`DATASET_PIPELINES`)."""
+    of :data:`DATASET_PIPELINES`): crops of ``image_size``, training ones with ``augmentation``
+    after the crop and flip (not in the ``encoded`` pipeline, which crops on the device),
+    evaluation ones from the short side resized to ``resize`` (default image_size / 0.875)."""
     if pipeline == "pil":
-        transform, loader = build_transform(train, image_size, min_scale), datasets.folder.default_loader
+        transform, loader = build_transform(train, image_size, min_scale, augmentation, resize), datasets.folder.default_loader
     elif pipeline == "fast":
-        transform, loader = fast_transform(train, image_size, min_scale), read_rgb
+        transform, loader = fast_transform(train, image_size, min_scale, augmentation, resize), read_rgb
     else:
         transform, loader = EncodedCrops(image_size, min_scale), read_encoded
     return SkippingImageFolder(folder, transform, loader=loader)
 
 
 def build_dataset(
-    root: str, split: str, image_size: int, min_scale: float = 0.08, pipeline: str = "pil"
+    root: str, split: str, image_size: int, min_scale: float = 0.08, pipeline: str = "pil",
+    augmentation: Augmentation = NO_AUGMENTATION, resize: Optional[int] = None,
 ) -> SkippingImageFolder:
     """``root/split`` as an :func:`image_folder` with the split's transform; problems are DataErrors."""
     if not os.path.isdir(root):
@@ -102,6 +108,6 @@ def build_dataset(
     if not os.path.isdir(folder):
         raise DataError(f"{root} has no {split}/ folder (expected {split}/<class>/<image>.JPEG)")
     try:
-        return image_folder(folder, split == "train", image_size, min_scale, pipeline)
+        return image_folder(folder, split == "train", image_size, min_scale, pipeline, augmentation, resize)
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"{folder}: {str(error).splitlines()[0]}") from None

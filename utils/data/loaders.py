@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 
 from utils.data.decode import EncodedBatch, UnreadableImage, decode_on_device
 from utils.distributed import DistributedContext
-from utils.reproducibility import epoch_seed, sample_seed, seed_worker
+from utils.reproducibility import cpu_draws_seeded, epoch_seed, sample_seed, seed_worker
 
 __all__ = [
     "IN_FLIGHT_BATCHES",
@@ -28,6 +28,7 @@ __all__ = [
     "ShardSampler",
     "SeededSamples",
     "ResumableSampler",
+    "RepeatedAugmentationSampler",
     "build_loader",
     "start_epoch",
 ]
@@ -104,9 +105,11 @@ class SeededSamples(Dataset):
     workers, and after a resume. The generator's state is put back after each sample, so
     loading in the main process (``-j 0``) does not disturb the training's own random numbers.
 
-    Samples are asked for by ``(epoch, index)`` (:class:`ResumableSampler` yields these): the
+    Samples are asked for by ``(epoch, draw)`` (:class:`ResumableSampler` yields these): the
     workers persist across epochs, so the epoch travels with each index rather than as state
-    set in the main process, which a worker's copy of the dataset would never see.
+    set in the main process, which a worker's copy of the dataset would never see. ``draw`` is
+    the dataset index, plus ``copy * len(dataset)`` for the further copies of a sample that
+    :class:`RepeatedAugmentationSampler` draws: the same image, its own augmentation.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -117,15 +120,9 @@ class SeededSamples(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: Tuple[int, int]) -> Any:
-        epoch, index = key
-        # The CPU generator alone: torch.manual_seed would also seed every accelerator, ~100x slower.
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed(sample_seed(self.seed, epoch, index))
-        try:
-            return self.dataset[index]
-        finally:
-            generator.set_state(state)
+        epoch, draw = key
+        with cpu_draws_seeded(sample_seed(self.seed, epoch, draw)):
+            return self.dataset[draw % len(self.dataset)]
 
 
 class ResumableSampler(DistributedSampler):
@@ -140,6 +137,32 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class RepeatedAugmentationSampler(ResumableSampler):
+    """Repeated augmentation (Hoffer et al. 2020; DeiT's RASampler, torchvision's ``--ra-sampler``):
+    each epoch shuffles the dataset per (seed, epoch), takes every sample ``repeats`` times in a
+    row and deals the list round-robin to the processes, so that the copies of a sample land on
+    different processes (on one process, in one batch), each with its own augmentation. An epoch
+    has as many samples as without repetition (the list is cut there), so its length, lr
+    schedule and checkpoints are those of an ordinary epoch; it resumes part-way as
+    :class:`ResumableSampler` does.
+    """
+
+    def __init__(self, dataset: Sized, repeats: int, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.repeats = repeats
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        size = len(self.dataset)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(size, generator=generator).tolist()
+        draws = [index + copy * size for index in order for copy in range(self.repeats)]
+        while len(draws) < self.total_size:  # fewer samples than processes: wrap around, as DistributedSampler pads
+            draws += draws[: self.total_size - len(draws)]
+        mine = draws[self.rank : self.total_size : self.num_replicas]
+        return iter([(self.epoch, draw) for draw in mine[self.start :]])
 
 
 IN_FLIGHT_BATCHES = 8
@@ -158,9 +181,11 @@ def build_loader(
     pin_memory: bool,
     collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
     decode_device: Optional[torch.device] = None,
+    repeats: int = 1,
 ) -> Union[DataLoader, DeviceDecodedLoader]:
     """Training loaders shuffle per (seed, epoch) across ranks and seed each sample's
-    augmentation (:class:`SeededSamples`); evaluation loaders shard in order. Workers persist
+    augmentation (:class:`SeededSamples`), with ``repeats`` > 1 each sample that many times
+    (:class:`RepeatedAugmentationSampler`); evaluation loaders shard in order. Workers persist
     across epochs.
 
     Batches are ``(images, targets, unreadable files)``; see :func:`collate_readable`, the
@@ -171,7 +196,10 @@ def build_loader(
     Call :func:`start_epoch` before iterating a training loader.
     """
     sampler: Sampler
-    if train:
+    if train and repeats > 1:
+        sampler = RepeatedAugmentationSampler(dataset, repeats, num_replicas=context.world_size, rank=context.rank, seed=seed)
+        dataset = SeededSamples(dataset, seed)
+    elif train:
         sampler = ResumableSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed)
         dataset = SeededSamples(dataset, seed)
     else:

@@ -14,17 +14,24 @@ same seed they cut the same boxes:
 """
 
 import functools
-from typing import Callable, NamedTuple, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torchvision import transforms
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from utils.reproducibility import cpu_draws_seeded
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PIPELINES",
+    "AUTO_AUGMENTS",
+    "Augmentation",
+    "NO_AUGMENTATION",
+    "BatchMix",
     "build_transform",
     "CropDraw",
     "RandomCropFlip",
@@ -39,16 +46,59 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PIPELINES = ("fast", "pil")
 
 
+AUTO_AUGMENTS = ("none", "ra", "ta_wide")
+"""Automatic augmentation policies by torchvision's reference names: ``ra`` RandAugment (two
+operations), ``ta_wide`` TrivialAugmentWide."""
+
+MEAN_PIXEL = [int(round(255 * mean)) for mean in IMAGENET_MEAN]
+"""What random erasing fills uint8 images with: ImageNet's mean colour, which normalising makes
+(nearly) 0, the value torchvision's recipe erases normalised images with."""
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What a training sample gets after its crop and flip, from ``torchvision.transforms.v2``:
+    an ``auto_augment`` policy (one of :data:`AUTO_AUGMENTS`; RandAugment at ``ra_magnitude`` of
+    its 31 bins), then random erasing with probability ``random_erase``. Both interpolate
+    bilinearly, as torchvision's recipes and the crops here do."""
+
+    auto_augment: str = "none"
+    ra_magnitude: int = 9
+    random_erase: float = 0.0
+
+    def policy(self) -> List[v2.Transform]:
+        """The policy's transform (none: no transform), for PIL images or uint8 tensors alike."""
+        bilinear = v2.InterpolationMode.BILINEAR
+        if self.auto_augment == "ra":
+            return [v2.RandAugment(magnitude=self.ra_magnitude, interpolation=bilinear)]
+        if self.auto_augment == "ta_wide":
+            return [v2.TrivialAugmentWide(interpolation=bilinear)]
+        return []
+
+    def erasing(self, value: Sequence[float]) -> List[v2.Transform]:
+        """Random erasing that fills with ``value``, if on."""
+        return [v2.RandomErasing(p=self.random_erase, value=list(value))] if self.random_erase else []
+
+
+NO_AUGMENTATION = Augmentation()
+"""The paper's: the crop and the flip alone."""
+
+
 def eval_resize(image_size: int) -> int:
     """The short side evaluation resizes to before the centre crop: 256 for 224."""
     return int(round(image_size / 0.875))
 
 
-def build_transform(train: bool, image_size: int = 224, min_scale: float = 0.08) -> transforms.Compose:
+def build_transform(
+    train: bool, image_size: int = 224, min_scale: float = 0.08, augmentation: Augmentation = NO_AUGMENTATION,
+    resize: Optional[int] = None,
+) -> transforms.Compose:
     """The paper's (torchvision's) ImageNet pipeline at any size, on PIL images.
 
-    Train: RandomResizedCrop with area scale in [min_scale, 1] and a horizontal flip.
-    Val: resize the short side to image_size / 0.875 (256 for 224), then a centre crop.
+    Train: RandomResizedCrop with area scale in [min_scale, 1] and a horizontal flip, then the
+    ``augmentation`` (random erasing on the normalised tensor, filling 0, as torchvision's recipe).
+    Val: resize the short side to ``resize`` (default image_size / 0.875: 256 for 224), then a
+    centre crop of image_size.
     """
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if train:
@@ -56,13 +106,15 @@ def build_transform(train: bool, image_size: int = 224, min_scale: float = 0.08)
             [
                 transforms.RandomResizedCrop(image_size, scale=(min_scale, 1.0)),
                 transforms.RandomHorizontalFlip(),
+                *augmentation.policy(),
                 transforms.ToTensor(),
                 normalize,
+                *augmentation.erasing([0.0, 0.0, 0.0]),
             ]
         )
     return transforms.Compose(
         [
-            transforms.Resize(eval_resize(image_size)),
+            transforms.Resize(resize or eval_resize(image_size)),
             transforms.CenterCrop(image_size),
             transforms.ToTensor(),
             normalize,
@@ -81,16 +133,18 @@ class CropDraw(NamedTuple):
 
 
 class RandomCropFlip:
-    """RandomResizedCrop + RandomHorizontalFlip(0.5) on uint8 CxHxW tensors (``transforms.v2``).
+    """RandomResizedCrop + RandomHorizontalFlip(0.5) on uint8 CxHxW tensors (``transforms.v2``),
+    then the ``augmentation`` on the uint8 crop (random erasing fills ImageNet's mean colour).
 
-    :meth:`draw` needs only the image's size, so a worker can draw a sample's augmentation from
-    a JPEG header and leave the pixels to the device (utils.data.decode); calling the transform
-    draws and applies it in one go.
+    :meth:`draw` needs only the image's size, so a worker can draw a sample's crop from a JPEG
+    header and leave the pixels to the device (utils.data.decode); calling the transform draws
+    and applies it in one go.
     """
 
-    def __init__(self, image_size: int, min_scale: float = 0.08) -> None:
+    def __init__(self, image_size: int, min_scale: float = 0.08, augmentation: Augmentation = NO_AUGMENTATION) -> None:
         self.size = image_size
         self.crop = v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True)
+        self.augment = [*augmentation.policy(), *augmentation.erasing(MEAN_PIXEL)]
 
     def draw(self, height: int, width: int) -> CropDraw:
         """The box exactly as RandomResizedCrop draws it for an image of this size, then the flip."""
@@ -100,7 +154,10 @@ class RandomCropFlip:
         return CropDraw(box["top"], box["left"], box["height"], box["width"], flip)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return resized_crop_flip(image, self.draw(*image.shape[-2:]), self.size)
+        image = resized_crop_flip(image, self.draw(*image.shape[-2:]), self.size)
+        for transform in self.augment:
+            image = transform(image)
+        return image
 
 
 def resized_crop_flip(image: torch.Tensor, draw: CropDraw, size: int) -> torch.Tensor:
@@ -120,20 +177,49 @@ def resized_crop_flip(image: torch.Tensor, draw: CropDraw, size: int) -> torch.T
 
 
 class FastEvalTransform:
-    """Resize the short side to image_size / 0.875, then a centre crop, on uint8 CxHxW tensors."""
+    """Resize the short side to ``resize`` (default image_size / 0.875), then a centre crop of
+    image_size, on uint8 CxHxW tensors."""
 
-    def __init__(self, image_size: int) -> None:
+    def __init__(self, image_size: int, resize: Optional[int] = None) -> None:
         self.size = image_size
-        self.resize = eval_resize(image_size)
+        self.resize = resize or eval_resize(image_size)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         resized = F.resize(image.unsqueeze(0).contiguous(memory_format=torch.channels_last), [self.resize], antialias=True)
         return F.center_crop(resized, [self.size, self.size])[0]
 
 
-def fast_transform(train: bool, image_size: int, min_scale: float = 0.08) -> Callable[[torch.Tensor], torch.Tensor]:
+def fast_transform(
+    train: bool, image_size: int, min_scale: float = 0.08, augmentation: Augmentation = NO_AUGMENTATION,
+    resize: Optional[int] = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The fast pipeline's transform for a split: uint8 CxHxW in, uint8 3 x image_size x image_size out."""
-    return RandomCropFlip(image_size, min_scale) if train else FastEvalTransform(image_size)
+    return RandomCropFlip(image_size, min_scale, augmentation) if train else FastEvalTransform(image_size, resize)
+
+
+class BatchMix:
+    """Mixup and CutMix of a normalised batch on its device (``transforms.v2.MixUp``/``CutMix``):
+    with both on, one of the two per batch at equal odds, as torchvision's and timm's recipes
+    pick. Returns the mixed images and each image's per-class target weights (summing to one).
+
+    The draws (the mixing weight, CutMix's box, the choice) are torch's CPU generator's, seeded
+    per call (``seed``: the run's, epoch's, step's and process's, utils.reproducibility.step_seed),
+    so that a resumed run mixes as the run that never stopped did.
+    """
+
+    def __init__(self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> None:
+        choices: List[v2.Transform] = []
+        if mixup_alpha > 0:
+            choices.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        if not choices:
+            raise ValueError("BatchMix needs mixup_alpha or cutmix_alpha above 0")
+        self.transform = choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        with cpu_draws_seeded(seed):
+            return self.transform(images, labels)
 
 
 @functools.lru_cache(maxsize=None)

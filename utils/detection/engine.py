@@ -153,7 +153,7 @@ class DetectionTask:
         self.results_file = results_file
 
     def forward(
-        self, model: nn.Module, images: Sequence[torch.Tensor], targets: Sequence[Target], config: RunConfig
+        self, model: nn.Module, images: Sequence[torch.Tensor], targets: Sequence[Target], config: RunConfig, position: Tuple[int, int]
     ) -> Tuple[torch.Tensor, Any]:
         images, targets = move_to_device(images, targets, config.device)
         with torch.autocast(config.device.type, dtype=config.amp_dtype, enabled=config.amp_dtype is not None):

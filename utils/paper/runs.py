@@ -39,7 +39,9 @@ LAUNCHERS = ("local", "torchrun", "slurm")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SBATCH_SCRIPT = os.path.join(ROOT, "scripts", "slurm", "train.sbatch")
 
-RESERVED_MAIN_FLAGS = ("-a", "--arch", "--ksize", "--epochs", "--seed", "--output-dir", "--resume", "--evaluate", "-e", "--dummy")
+RESERVED_MAIN_FLAGS = (
+    "-a", "--arch", "--ksize", "--epochs", "--seed", "--output-dir", "--resume", "--evaluate", "-e", "--dummy", "--recipe",
+)
 """main.py flags the table sets itself (the same for every row, or the row's own)."""
 
 
@@ -63,7 +65,7 @@ def check_passthrough(flags: Sequence[str]) -> None:
     for flag in flags:
         name = flag.split("=", 1)[0]
         if name in RESERVED_MAIN_FLAGS:
-            raise UsageError(f"-- {name}: run_table.py sets it for every row (use its own options: --epochs, --seeds, --out)")
+            raise UsageError(f"-- {name}: run_table.py sets it for every row (use its own options: --recipe, --epochs, --seeds, --out)")
 
 
 def main_arguments(run: TableRun, data: str, epochs: Optional[int], passthrough: Sequence[str]) -> List[str]:

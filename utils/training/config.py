@@ -18,7 +18,8 @@ class RunConfig:
     """Where the loops run and how: the process group, the device, where progress lines go
     (``log``, silent on every rank but 0) and how often (``print_freq`` steps), autocast's
     dtype (None: full precision), the memory format of image batches, and what an unreadable
-    image does (``"skip"`` it and count it, or stop with an ``"error"``)."""
+    image does (``"skip"`` it and count it, or stop with an ``"error"``); the run's ``seed``
+    (``--seed``, 0 without), which seeds the draws that follow the run's position."""
 
     context: DistributedContext
     device: torch.device
@@ -27,6 +28,7 @@ class RunConfig:
     amp_dtype: Optional[torch.dtype] = None
     channels_last: bool = False
     bad_images: str = "skip"
+    seed: int = 0
 
 
 def main_process_log(context: DistributedContext) -> Log:

@@ -76,8 +76,11 @@ class EpochTotals(Protocol):
 class TrainingTask(Protocol):
     """What one kind of training supplies to :func:`train_one_epoch`."""
 
-    def forward(self, model: nn.Module, inputs: Any, targets: Any, config: RunConfig) -> Tuple[torch.Tensor, Any]:
-        """(loss, record) of one batch: the loss to step on, and what the totals need of the step."""
+    def forward(
+        self, model: nn.Module, inputs: Any, targets: Any, config: RunConfig, position: Tuple[int, int]
+    ) -> Tuple[torch.Tensor, Any]:
+        """(loss, record) of one batch: the loss to step on, and what the totals need of the step.
+        ``position`` is the batch's (epoch, step), for draws that must follow it (Mixup's)."""
 
     def epoch_totals(self, config: RunConfig) -> EpochTotals:
         """Fresh totals for a training epoch."""
@@ -149,17 +152,22 @@ class StepControl:
         self.stop = checkpoints.stop if checkpoints is not None else None
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=config.device)
         self.stopping = False
+        self.save_pending = False
 
-    def after_step(self, step: int, loss: torch.Tensor) -> Tuple[bool, bool]:
+    def after_step(self, step: int, loss: torch.Tensor, updated: bool = True) -> Tuple[bool, bool]:
         """(print a progress line now, call :meth:`save` now), after recording on the device
-        whether this step's loss is finite (no host sync)."""
+        whether this step's loss is finite (no host sync). A save due at a step that left
+        accumulated gradients un-applied (``updated`` False) waits for the step that applies
+        them: a checkpoint holds no gradients."""
         self.first_bad_step = torch.where(self.first_bad_step.lt(0) & ~loss.detach().isfinite(), step, self.first_bad_step)
         printing = step % self.print_freq == 0 or step == self.steps - 1
-        saving = self.checkpoints is not None and self.checkpoints.schedule.due(self.epoch, step, self.steps)
+        due = self.checkpoints is not None and self.checkpoints.schedule.due(self.epoch, step, self.steps)
+        self.save_pending = (self.save_pending or due) and step < self.steps - 1  # the epoch's checkpoint follows its last step
         signalled = not self.context.enabled and self.stop is not None and self.stop.requested is not None
-        if printing or saving or signalled:
-            self.stopping = _sync_point(self.first_bad_step, self.stop, self.epoch, step, self.context)
-        return printing, saving or self.stopping
+        if printing or due or signalled:
+            stopping = _sync_point(self.first_bad_step, self.stop, self.epoch, step, self.context)
+            self.stopping = self.stopping or stopping
+        return printing, updated and (self.save_pending or self.stopping)
 
     def save(self, step: int, totals: torch.Tensor, skipped: int, elapsed: float) -> None:
         """Save where the epoch stands after ``step`` (every process's ``totals`` row and count
@@ -167,6 +175,7 @@ class StepControl:
         count = torch.tensor([float(skipped)], dtype=torch.float64, device=self.device)
         rows = all_gather_rows(torch.cat([totals, count]), self.context)
         self.checkpoints.save(EpochProgress(self.epoch, step + 1, self.steps, self.global_batch, rows, elapsed))
+        self.save_pending = False
         if self.stopping:
             raise TrainingStopped(self.stop.requested or "process 0's signal", self.epoch, step + 1, self.steps)
 
@@ -208,10 +217,10 @@ def train_one_epoch(
     optimization.advance(epoch, min(first_step, steps - 1))  # the lr of the epoch's end when no step is left to run
     for step, inputs, targets in readable_batches(loader, config.bad_images, unreadable, first_step):
         optimization.advance(epoch, step)
-        loss, record = task.forward(model, inputs, targets, config)
-        optimization.step(loss)
+        loss, record = task.forward(model, inputs, targets, config, (epoch, step))
+        updated = optimization.step(loss, step, steps)
         totals.update(loss, record)
-        printing, saving = control.after_step(step, loss)
+        printing, saving = control.after_step(step, loss, updated)
         if printing:
             config.log(totals.progress_line(epoch, step, steps, optimization.lr))
         if saving:

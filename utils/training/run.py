@@ -142,7 +142,8 @@ def start_process(
         torch.backends.cudnn.deterministic = True
     elif cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    config = RunConfig(context, device, main_process_log(context), args.print_freq, amp_dtype, channels_last, args.bad_images)
+    log = main_process_log(context)
+    config = RunConfig(context, device, log, args.print_freq, amp_dtype, channels_last, args.bad_images, args.seed or 0)
     return config, scaler
 
 
