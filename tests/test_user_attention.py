@@ -10,7 +10,6 @@ from user_attention import ChannelMixGate
 import models
 from models.attention import ChannelAttention
 from models.resnet import BasicBlock
-from paramflops import kernel_label
 from scripts.make_demo_data import make_split
 from utils.checkpoint import load_model, save_checkpoint
 from utils.counting.complexity import measure, paper_flops
@@ -18,6 +17,7 @@ from utils.data.datasets import image_folder
 from utils.data.loaders import build_loader, start_epoch
 from utils.distributed import DistributedContext
 from utils.export import export_model, missing_export_packages
+from utils.paper.count_tables import kernel_label
 from utils.training.classification import ClassificationTask
 from utils.training.config import RunConfig
 from utils.training.engine import train_one_epoch

@@ -10,7 +10,7 @@ import io
 import os
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from matplotlib.figure import Figure
 
@@ -24,6 +24,7 @@ __all__ = [
     "TableChart",
     "mean_and_spread",
     "format_accuracy",
+    "markdown_table",
     "markdown_lines",
     "csv_text",
     "accuracy_figure",
@@ -104,13 +105,17 @@ def _columns(results: Sequence[RowResult]) -> List[Tuple[str, Callable[[RowResul
     return columns
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
+    """A Markdown table's lines: the header, its rule, one line per row of cells. Every table the
+    project writes (a run table, paramflops.py's) goes through here."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def markdown_lines(title: str, setup: Sequence[str], results: Sequence[RowResult], notes: Sequence[str]) -> List[str]:
     """The table in Markdown: a title, how it was made, one line per row, the paper's notes."""
     columns = _columns(results)
     lines = [f"# {title}", "", *setup, ""]
-    lines.append("| " + " | ".join(name for name, _ in columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    lines += ["| " + " | ".join(cell(result) for _, cell in columns) + " |" for result in results]
+    lines += markdown_table([name for name, _ in columns], ([cell(result) for _, cell in columns] for result in results))
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return lines

@@ -4,7 +4,8 @@ Numbers are copied as the paper (arXiv 1910.03151 v4) prints them: Param. and FL
 strings in its 1024-based units, accuracies in percent. A number the paper does not give,
 or that is not known here (Figure 4's values are only in the figure's image), is None.
 A row's model is a registered-name pattern; it is resolved only when asked for, so a table
-can name models that are not registered yet.
+can name models that are not registered yet. Table 5 (COCO detection) has rows of its own
+kind, :class:`DetectionRow`: its numbers are SI units, each row one registered detector.
 """
 
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,8 @@ __all__ = [
     "table_rows",
     "model_name",
     "registered_model_name",
+    "DetectionRow",
+    "DETECTION",
 ]
 
 DEPTHS: Tuple[int, ...] = (18, 34, 50, 101, 152)
@@ -276,3 +279,60 @@ def registered_model_name(row: PaperRow, depth: Optional[int]) -> str:
     if name not in models.list_models():
         raise ValueError(f"row {row.key}: model {name} is not registered")
     return name
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    """One row of Table 5 (COCO val2017): the registered detector it is here and what the paper printed."""
+
+    backbone: str
+    """The row as printed: ``ResNet-50``, ``+ SE``, ``+ ECA``."""
+    detector: str
+    """``Faster R-CNN``, ``Mask R-CNN`` or ``RetinaNet``."""
+    model: str
+    """The registered detector (``models.detection``)."""
+    ksize: Optional[str] = None
+    """The per-stage k of the released file (None: no ECA layers)."""
+    params: Optional[str] = None
+    """Param. as printed, in SI units (``41.53M``); None where not known here."""
+    flops: Optional[str] = None
+    """GFLOPs as printed, with the unit (``207.07G``)."""
+    box_ap: Tuple[Optional[float], ...] = ()
+    """AP, AP50, AP75, AP_S, AP_M, AP_L of the boxes; None where the paper prints '-'."""
+    mask_ap: Tuple[Optional[float], ...] = ()
+    """The same for the masks (Mask R-CNN rows only)."""
+
+
+def _detection(backbone: str, detector: str, model: str, ksize: Optional[str], params: Optional[str], flops: Optional[str],
+               box_ap: Tuple[Optional[float], ...], mask_ap: Tuple[Optional[float], ...] = ()) -> DetectionRow:
+    return DetectionRow(backbone, detector, model, ksize, params, flops, box_ap, mask_ap)
+
+
+DETECTION: Tuple[DetectionRow, ...] = (
+    _detection("ResNet-50", "Faster R-CNN", "fasterrcnn_resnet50_fpn", None, "41.53M", "207.07G", (36.4, 58.2, 39.2, 21.8, 40.0, 46.2)),
+    _detection("+ SE", "Faster R-CNN", "fasterrcnn_se_resnet50_fpn", None, "44.02M", None, (37.7, 60.1, 40.9, 22.9, 41.9, 48.2)),
+    _detection("+ ECA", "Faster R-CNN", "fasterrcnn_eca_resnet50_fpn", "5555", "41.53M", "207.18G", (38.0, 60.6, 40.9, 23.4, 42.1, 48.0)),
+    _detection("ResNet-101", "Faster R-CNN", "fasterrcnn_resnet101_fpn", None, None, None, (38.7, 60.6, 41.9, 22.7, 43.2, 50.4)),
+    _detection("+ SE", "Faster R-CNN", "fasterrcnn_se_resnet101_fpn", None, None, None, (39.6, 62.0, 43.1, 23.7, 44.0, 51.4)),
+    _detection("+ ECA", "Faster R-CNN", "fasterrcnn_eca_resnet101_fpn", "3357", "60.52M", "283.32G", (40.3, 62.9, 44.0, 24.5, 44.7, 51.3)),
+    _detection("ResNet-50", "Mask R-CNN", "maskrcnn_resnet50_fpn", None, None, None, (37.2, 58.9, 40.3, 22.2, 40.7, 48.0),
+               (34.1, 55.5, 36.2, 16.1, 36.7, 50.0)),
+    _detection("+ SE", "Mask R-CNN", "maskrcnn_se_resnet50_fpn", None, "46.67M", None, (38.7, 60.9, 42.1, 23.4, 42.7, 50.0),
+               (35.4, 57.4, 37.8, 17.1, 38.6, 51.8)),
+    _detection("+ ECA", "Mask R-CNN", "maskrcnn_eca_resnet50_fpn", "3377", "44.18M", "275.69G", (39.0, 61.3, 42.1, 24.2, 42.8, 49.9),
+               (35.6, 58.1, 37.7, 17.6, 39.0, 51.8)),
+    _detection("ResNet-101", "Mask R-CNN", "maskrcnn_resnet101_fpn", None, None, None, (39.4, 60.9, 43.3, 23.0, 43.7, 51.4),
+               (35.9, 57.7, 38.4, 16.8, 39.1, 53.6)),
+    _detection("+ SE", "Mask R-CNN", "maskrcnn_se_resnet101_fpn", None, None, None, (40.7, 62.5, 44.3, 23.9, 45.2, 52.8),
+               (36.8, 59.3, 39.2, 17.2, 40.3, 53.6)),
+    _detection("+ ECA", "Mask R-CNN", "maskrcnn_eca_resnet101_fpn", "3357", "63.17M", "351.83G", (41.3, 63.1, 44.8, 25.1, 45.8, 52.9),
+               (37.4, 59.9, 39.8, 18.1, 41.1, 54.1)),
+    _detection("ResNet-50", "RetinaNet", "retinanet_resnet50_fpn", None, None, None, (35.6, 55.5, 38.2, 20.0, 39.6, 46.8)),
+    _detection("+ SE", "RetinaNet", "retinanet_se_resnet50_fpn", None, "40.23M", None, (37.1, 57.2, 39.9, 21.2, 40.7, 49.3)),
+    _detection("+ ECA", "RetinaNet", "retinanet_eca_resnet50_fpn", "3377", "37.74M", "239.43G", (37.3, 57.7, 39.6, 21.9, 41.3, 48.9)),
+    _detection("ResNet-101", "RetinaNet", "retinanet_resnet101_fpn", None, None, None, (37.7, 57.5, 40.4, 21.1, 42.2, 49.5)),
+    _detection("+ SE", "RetinaNet", "retinanet_se_resnet101_fpn", None, None, None, (38.7, 59.1, 41.6, 22.1, 43.1, 50.9)),
+    _detection("+ ECA", "RetinaNet", "retinanet_eca_resnet101_fpn", "3357", "56.74M", "315.57G", (39.1, 59.9, 41.8, 22.8, 43.4, 50.6)),
+)
+"""Table 5 (object detection and, for Mask R-CNN, instance segmentation on COCO val2017), in the
+paper's order; k as the released files have it."""
