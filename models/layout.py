@@ -5,9 +5,10 @@ change an attention layer's keys).
 A registered model's layout is read off the model itself, built on the meta device (no memory,
 no initialisation): its keys and shapes, with the dimensions a checkpoint chooses left open (the
 classifier's classes; the k of each layer that says where it keeps one, see
-``ChannelAttention.kernel_size_parameter``), and the settings its attention layers declare in
-``ChannelAttention.layout_variants``. Nothing here names a model or an attention: a model is
-recognised once it is registered, with whatever attention it holds.
+``ChannelAttention.kernel_size_parameter``), the settings its attention layers declare in
+``ChannelAttention.layout_variants``, and those their weights' shapes show
+(``ChannelAttention.settings_from_shapes``: GCNet's reduction ratio). Nothing here names a
+model or an attention: a model is recognised once it is registered, with whatever attention it holds.
 
 A checkpoint written by other code (another project's key names) becomes this project's keys
 through an adapter registered beside the model it converts to, :func:`register_state_dict_adapter`;
@@ -32,7 +33,7 @@ only when an adapter implies exactly those settings, or when the file names it (
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -52,6 +53,7 @@ __all__ = [
     "closest_model",
     "fits",
     "fits_backbone",
+    "backbone_settings",
     "backbone_keys",
     "infer_arch",
     "infer_model_kwargs",
@@ -136,6 +138,8 @@ class _Layout:
     """The settings other than the defaults that the model's attention layers declare."""
     unkeyed: Settings
     """The model's ``unkeyed_settings``: what it computes differently from the same keys."""
+    attention_layers: Tuple[Tuple[str, Type[ChannelAttention]], ...]
+    """(layer name, its class) of every attention layer, in model order."""
 
 
 def _classifier(model: nn.Module) -> str:
@@ -169,7 +173,8 @@ def _layout(arch: str, settings: Settings = ()) -> Optional[_Layout]:
             shape = (-1,) + shape[1:]
         shapes[key] = shape
     unkeyed = tuple(getattr(model, "unkeyed_settings", {}).items())
-    return _Layout(shapes, kernel_layers, classifier, variants, unkeyed)
+    attention_layers = tuple((name, type(layer)) for name, layer in attention)
+    return _Layout(shapes, kernel_layers, classifier, variants, unkeyed, attention_layers)
 
 
 def _fits_shape(expected: Tuple[int, ...], tensor: torch.Tensor) -> bool:
@@ -182,6 +187,36 @@ def _fits_layout(shapes: Dict[str, Tuple[int, ...]], state_dict: StateDict) -> b
     return all(_fits_shape(expected, state_dict[key]) for key, expected in shapes.items())
 
 
+def _held_shapes(layout: _Layout, backbone: bool) -> Dict[str, Tuple[int, ...]]:
+    """The layout's shapes, less the classifier's keys for a ``backbone``."""
+    if not backbone:
+        return layout.shapes
+    classifier = layout.classifier + "."
+    return {key: shape for key, shape in layout.shapes.items() if not key.startswith(classifier)}
+
+
+def _shape_settings(layout: _Layout, state_dict: StateDict) -> Settings:
+    """The settings the weights of the layout's attention layers show by their shapes
+    (``ChannelAttention.settings_from_shapes``); ``()`` when none do, or when layers disagree."""
+    layer_names = {name for name, _ in layout.attention_layers}
+    if not layer_names:
+        return ()
+    shapes: Dict[str, Dict[str, Tuple[int, ...]]] = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        for end in range(1, len(parts)):
+            name = ".".join(parts[:end])
+            if name in layer_names:
+                shapes.setdefault(name, {})[".".join(parts[end:])] = tuple(value.shape)
+                break
+    found: Dict[str, Any] = {}
+    for name, layer_type in layout.attention_layers:
+        for setting, value in layer_type.settings_from_shapes(shapes.get(name, {})).items():
+            if found.setdefault(setting, value) != value:
+                return ()
+    return tuple(found.items())
+
+
 def _as_settings(settings: Optional[Mapping[str, Any]]) -> Settings:
     return tuple((settings or {}).items())
 
@@ -190,21 +225,30 @@ def _merged(settings: Settings, variant: Settings) -> Settings:
     return tuple({**dict(settings), **dict(variant)}.items())
 
 
-def _fitting_settings(arch: str, state_dict: StateDict, implied: Settings = ()) -> Optional[Settings]:
-    """The settings (``implied``, and a declared variant if the weights need one) under which
-    ``arch`` holds exactly these weights, or None. The variants are built only when the weights
-    hold more keys than the model without them."""
+def _fitting_settings(arch: str, state_dict: StateDict, implied: Settings = (), backbone: bool = False) -> Optional[Settings]:
+    """The settings (``implied``, those the attention layers' shapes show, and a declared variant
+    if the weights need one) under which ``arch`` holds exactly these weights (less its
+    classifier for a ``backbone``), or None. The variants are built only when the weights hold
+    more keys than the model without them."""
     base = _layout(arch, implied)
     if base is None:
         return None
-    if _fits_layout(base.shapes, state_dict):
+    if _fits_layout(_held_shapes(base, backbone), state_dict):
         return implied
-    if not base.shapes.keys() < state_dict.keys():
+    shown = _shape_settings(base, state_dict)
+    if shown:
+        implied = _merged(shown, implied)
+        base = _layout(arch, implied)
+        if base is None:
+            return None
+        if _fits_layout(_held_shapes(base, backbone), state_dict):
+            return implied
+    if not _held_shapes(base, backbone).keys() < state_dict.keys():
         return None
     for variant in base.variants:
         settings = _merged(implied, variant)
         layout = _layout(arch, settings)
-        if layout is not None and _fits_layout(layout.shapes, state_dict):
+        if layout is not None and _fits_layout(_held_shapes(layout, backbone), state_dict):
             return settings
     return None
 
@@ -215,25 +259,35 @@ def fits(arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]]
     return _fitting_settings(arch, state_dict, _as_settings(settings)) is not None
 
 
-def _backbone_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
-    classifier = _layout(arch).classifier + "."
-    return {key: shape for key, shape in _layout(arch).shapes.items() if not key.startswith(classifier)}
+def backbone_settings(arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The constructor settings beyond ``settings`` (an adapter's) under which the weights are
+    exactly ``arch``'s less its classifier (a detector's body: torchvision's
+    IntermediateLayerGetter leaves the head out; a backbone-only file), ``{}`` for its defaults,
+    or None when they are not. ``k_size`` is not among them: a backbone keeps its k in its weights."""
+    implied = _as_settings(settings)
+    fitting = _fitting_settings(arch, state_dict, implied, backbone=True)
+    if fitting is None:
+        return None
+    return {name: value for name, value in fitting if (name, value) not in implied}
 
 
 def fits_backbone(arch: str, state_dict: StateDict) -> bool:
-    """Whether the weights are exactly ``arch``'s, with its default settings, less its classifier
-    (a detector's body: torchvision's IntermediateLayerGetter leaves the head out)."""
-    return _fits_layout(_backbone_shapes(arch), state_dict)
+    """Whether the weights are exactly ``arch``'s less its classifier, under some setting (:func:`backbone_settings`)."""
+    return backbone_settings(arch, state_dict) is not None
 
 
 def backbone_keys(arch: str) -> Set[str]:
     """The keys of ``arch`` less its classifier's."""
-    return set(_backbone_shapes(arch))
+    return set(_held_shapes(_layout(arch), backbone=True))
 
 
-def infer_arch(state_dict: StateDict, hint: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+def infer_arch(
+    state_dict: StateDict, hint: Optional[str] = None, settings: Optional[Mapping[str, Any]] = None, backbone: bool = False
+) -> Optional[str]:
     """The registered model whose layout (keys, block types, depths, widths) the weights have, or
-    None. ``hint`` (e.g. the checkpoint's own ``arch`` string) is tried first and wins a tie.
+    None; with ``backbone``, the one whose layout less its classifier they have (a file of
+    features only, such as a detector's backbone). ``hint`` (e.g. the checkpoint's own ``arch``
+    string) is tried first and wins a tie.
 
     ``settings`` are what an adapter says the layout implies. Otherwise a model only qualifies if
     its ``unkeyed_settings`` are among them (none for this project's own keys), and one whose
@@ -242,12 +296,12 @@ def infer_arch(state_dict: StateDict, hint: Optional[str] = None, settings: Opti
     """
     implied = _as_settings(settings)
     names = list_models()
-    if hint in names and _fitting_settings(hint, state_dict, implied) is not None:
+    if hint in names and _fitting_settings(hint, state_dict, implied, backbone) is not None:
         return hint
     fitting = [
         arch
         for arch in names
-        if _fitting_settings(arch, state_dict, implied) is not None and set(_layout(arch, implied).unkeyed) <= set(implied)
+        if _fitting_settings(arch, state_dict, implied, backbone) is not None and set(_layout(arch, implied).unkeyed) <= set(implied)
     ]
     own = [arch for arch in fitting if _layout(arch).unkeyed == _layout(arch, implied).unkeyed]
     return next(iter(own or fitting), None)
@@ -371,22 +425,23 @@ def _kernel_size_spec(arch: str, layer_names: Sequence[str], sizes: List[int]) -
     return None
 
 
-def infer_model_kwargs(arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def infer_model_kwargs(
+    arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None, backbone: bool = False
+) -> Dict[str, Any]:
     """The constructor arguments (``num_classes``; ``k_size`` for a model with kernel-size layers;
-    ``bias=True`` and the like for a declared layout variant; the adapter's ``settings`` that
-    ``arch`` does not have by default) that make ``models.create_model(arch, **kwargs)`` hold
-    exactly these weights, which must fit ``arch``. A LayoutError when no ``k_size`` builds the
-    weights' kernel sizes."""
+    ``bias=True`` and the like for a declared layout variant; ``reduction`` and the like that the
+    attention layers' shapes show; the adapter's ``settings`` that ``arch`` does not have by
+    default) that make ``models.create_model(arch, **kwargs)`` hold exactly these weights, which
+    must fit ``arch`` (less its classifier with ``backbone``: then no ``num_classes``). A
+    LayoutError when no ``k_size`` builds the weights' kernel sizes."""
     implied = _as_settings(settings)
-    fitting = _fitting_settings(arch, state_dict, implied)
+    fitting = _fitting_settings(arch, state_dict, implied, backbone)
     if fitting is None:
         raise ValueError(f"the weights do not fit {arch}")
     layout = _layout(arch, fitting)
     own = set(_layout(arch).unkeyed)
-    kwargs: Dict[str, Any] = {
-        "num_classes": state_dict[f"{layout.classifier}.weight"].shape[0],
-        **{name: value for name, value in fitting if (name, value) not in own},
-    }
+    kwargs: Dict[str, Any] = {} if backbone else {"num_classes": state_dict[f"{layout.classifier}.weight"].shape[0]}
+    kwargs.update((name, value) for name, value in fitting if (name, value) not in own)
     if layout.kernel_layers:
         sizes = checkpoint_kernel_sizes(arch, state_dict)
         spec = _kernel_size_spec(arch, kernel_layer_names(arch), sizes)

@@ -1,7 +1,7 @@
 """What a network, a counter and the checkpoint loader ask of an attention layer: the interface
 every layer here implements, and a layer written anywhere else can implement too."""
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
 
@@ -31,6 +31,13 @@ class ChannelAttention(nn.Module):
     TorchScript constant, so a scripted block compiles only the call its layer takes; both
     forms are module calls, so FLOP counters' hooks see them."""
 
+    inplace: bool = False
+    """Whether ``layer(x)`` may write its result over ``x``, as ``nn.ReLU(inplace=True)`` does. A
+    network sets it on a layer whose input is a temporary that nothing else keeps (MobileNetV2's
+    blocks, on the projection's BatchNorm output); a layer that does not compute in place
+    ignores it (ECA does, and then saves nothing full-size for backward that the next layer
+    does not save anyway)."""
+
     global_average_pooling: bool = True
     """Whether the layer starts from one mean per channel, GAP(x) (SE, ECA, CBAM and the Table 2
     variants; not GCNet's softmax-weighted context). The papers' counters counted that pooling
@@ -45,6 +52,16 @@ class ChannelAttention(nn.Module):
     """Constructor settings other than the defaults under which the layer holds other
     state_dict keys (SENet's biased SE: ``{"bias": True}``). Networks pass such settings on to
     every layer, so a checkpoint with those keys is built with them."""
+
+    @classmethod
+    def settings_from_shapes(cls, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, Any]:
+        """The constructor settings that one layer's weight shapes show, for a setting that changes
+        shapes but no key (GCNet's reduction ratio): ``shapes`` maps the layer's keys (``conv.weight``,
+        relative to the layer) to their shapes. The checkpoint loader builds a model whose weights
+        do not fit its defaults with the settings its layers read here, so that a file says its
+        own ratio. Networks pass such settings on to every layer, so all of a model's layers must
+        read the same. A layer without such a setting returns none (the default)."""
+        return {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Keep ``fuses_residual`` a TorchScript constant in a subclass that names its own

@@ -1,5 +1,7 @@
 """GCNet's global context block (Cao et al., ICCVW 2019 / TPAMI 2020)."""
 
+from typing import Any, Dict, Mapping, Tuple
+
 import torch
 from torch import nn
 
@@ -14,9 +16,12 @@ class GlobalContextBlock(ChannelAttention):
     Context modelling: a 1 x 1 conv C -> 1 gives each position a logit, softmax over the
     positions, and the softmax-weighted sum of the features is the context (C x 1 x 1).
     Transform: 1 x 1 conv C -> C / r, LayerNorm over (C / r, 1, 1), ReLU, 1 x 1 conv
-    C / r -> C, all convs with bias; fusion: addition (not a gate). r = 16, as GCNet's
-    ResNets use it. The last conv starts at zero, as in GCNet, so the block starts as the
-    identity. Per block: 2 C^2 / r + 2 C + 1 + 3 C / r parameters.
+    C / r -> C, all convs with bias; fusion: addition (not a gate). r = 16 by default, as
+    GCNet's ResNets use it (its detectors also come with r = 4); a checkpoint's r is read from
+    its hidden width (:meth:`settings_from_shapes`). The last conv starts at zero, as in GCNet,
+    so the block starts as the identity. Per block: 2 C^2 / r + 2 C + 1 + 3 C / r parameters.
+    Keys and computation are GCNet's ``ContextBlock`` with ``pooling_type='att'`` and
+    ``fusion_types=('channel_add',)`` (its ``ratio`` is 1 / r).
     """
 
     block_attribute = "gc"
@@ -40,6 +45,14 @@ class GlobalContextBlock(ChannelAttention):
         nn.init.zeros_(self.conv_mask.bias)
         nn.init.zeros_(self.channel_add_conv[-1].weight)
         nn.init.zeros_(self.channel_add_conv[-1].bias)
+
+    @classmethod
+    def settings_from_shapes(cls, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, Any]:
+        """``reduction``: C over the hidden width, from the first transform conv's (C / r, C, 1, 1)."""
+        shape = shapes.get("channel_add_conv.0.weight")
+        if shape is None or len(shape) != 4 or shape[0] < 1:
+            return {}
+        return {"reduction": shape[1] // shape[0]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape

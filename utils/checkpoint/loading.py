@@ -41,16 +41,19 @@ def infer_arch(state_dict: StateDict, hint: Optional[str] = None, settings: Opti
     return arch
 
 
-def infer_model_kwargs(arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def infer_model_kwargs(
+    arch: str, state_dict: StateDict, settings: Optional[Mapping[str, Any]] = None, backbone: bool = False
+) -> Dict[str, Any]:
     """The constructor arguments (``num_classes``; ``k_size`` for ECA models; ``bias=True`` and the
-    like for a layer's declared layout variant; an adapter's ``settings``) that make
-    ``models.create_model(arch, **kwargs)`` hold exactly these weights
-    (``models.layout.infer_model_kwargs``); a CheckpointError otherwise."""
+    like for a layer's declared layout variant; GCNet's ``reduction`` and the like from the
+    shapes; an adapter's ``settings``) that make ``models.create_model(arch, **kwargs)`` hold
+    exactly these weights, less the classifier with ``backbone`` (``models.layout.infer_model_kwargs``);
+    a CheckpointError otherwise."""
     state_dict = strip_prefixes(state_dict)
-    if not layout.fits(arch, state_dict, settings):
+    if not backbone and not layout.fits(arch, state_dict, settings):
         raise CheckpointError(f"the checkpoint's weights are not {arch}'s; they are {infer_arch(state_dict, settings=settings)}'s")
     try:
-        return layout.infer_model_kwargs(arch, state_dict, settings)
+        return layout.infer_model_kwargs(arch, state_dict, settings, backbone)
     except layout.LayoutError as error:
         raise CheckpointError(str(error)) from None
 
@@ -81,7 +84,9 @@ def load_model(
     with a CheckpointWarning. ``strict=False`` instead builds ``arch`` as asked and loads the
     tensors whose names and shapes fit, warning how many did not. ``features_only`` returns
     the backbone (``models.FeatureListNet``, ``out_indices`` as in ``models.create_model``)
-    and says in a CheckpointWarning that the classifier is left out.
+    and says in a CheckpointWarning that the classifier is left out. A file of a backbone alone
+    (GCNet's, a detector's) loads all but the classifier, which stays as initialised (a
+    CheckpointWarning says so unless ``features_only``).
 
     ``info`` holds ``arch``, the constructor ``kwargs``, the file's ``epoch`` and
     ``best_prec1`` (a float or None), the loaded ``checkpoint`` dict itself, so a caller
@@ -95,7 +100,7 @@ def load_model(
     file_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
     if arch is not None and arch not in models.list_models():
         raise CheckpointError(f"unknown model {arch!r}; choose one of: {', '.join(models.list_models())}")
-    if arch is not None and not layout.fits(arch, state_dict, settings):
+    if arch is not None and not layout.fits(arch, state_dict, settings) and layout.backbone_settings(arch, state_dict, settings) is None:
         if strict:
             held = _held_arch(path, adapted, file_arch)
             raise CheckpointError(f"{path} holds {held} weights, not {arch}; use -a {held} or leave -a out")
@@ -108,11 +113,21 @@ def load_model(
             CheckpointWarning,
             stacklevel=2,
         )
-    kwargs = infer_model_kwargs(arch, state_dict, settings)
+    headless = not layout.fits(arch, state_dict, settings)
+    kwargs = infer_model_kwargs(arch, state_dict, settings, backbone=headless)
     if k_size is not None:
         _check_kernel_sizes(path, arch, k_size, state_dict, kwargs.get("k_size"))
     classifier = layout.classifier_name(arch)
-    if num_classes is not None and num_classes != kwargs["num_classes"]:
+    if headless:
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        if not features_only:
+            warnings.warn(
+                f"{path} holds {arch}'s backbone without a classifier: '{classifier}' stays as initialised",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+    elif num_classes is not None and num_classes != kwargs["num_classes"]:
         warnings.warn(
             f"{path} has a {kwargs['num_classes']}-class classifier; with {num_classes} classes "
             f"'{classifier}' is left out and trained from scratch",
@@ -132,8 +147,10 @@ def load_model(
 
 
 def _held_arch(path: PathLike, adapted: layout.AdaptedStateDict, file_arch: Optional[str]) -> str:
-    """The model the weights are, or one line naming the file, its layout, and the closest model."""
-    arch = layout.infer_arch(adapted.state_dict, file_arch, adapted.settings)
+    """The model the weights are (or are the backbone of), or one line naming the file, its layout, and the closest model."""
+    arch = layout.infer_arch(adapted.state_dict, file_arch, adapted.settings) or layout.infer_arch(
+        adapted.state_dict, file_arch, adapted.settings, backbone=True
+    )
     if arch is None:
         where = f"{path} ({adapted.source} layout)" if adapted.source is not None else str(path)
         raise CheckpointError(f"{where} matches no known model; closest: {layout.closest_model(adapted.state_dict, adapted.settings)}")
