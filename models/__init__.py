@@ -6,8 +6,8 @@ Every registered model is also an attribute: ``models.eca_resnet50``, ``models.c
 
 from typing import Any
 
-# The other code bases' networks and checkpoint layouts: importing them registers their models and adapters.
-from . import cbam_official, senet, timm_resnets  # noqa: F401
+# The other code bases' networks and checkpoint layouts, and Table 5's non-local ResNet: importing them registers them.
+from . import cbam_official, gcnet, non_local, senet, timm_resnets  # noqa: F401
 from .attention import (
     CBAM,
     ChannelAttention,

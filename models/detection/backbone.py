@@ -1,4 +1,4 @@
-"""ResNet bodies of this project (ECA, SE or none) with an FPN, configured as MMDetection v1's.
+"""ResNet bodies of this project (ECA, SE, GC, non-local or none) with an FPN, configured as MMDetection v1's.
 
 The body is the classification model itself, from ``models.create_model``, so its ECA layers
 (and their memory-saving fast path) are the classification code's; torchvision's
@@ -8,7 +8,7 @@ BatchNorm stays in eval mode (fixed running statistics) while its affine paramet
 layer2..4 train.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -80,13 +80,13 @@ def stage_channels(body: ResNet) -> List[int]:
     return [planes * type(body.layer1[0]).expansion for planes in ResNet.stage_planes]
 
 
-def build_resnet_fpn(body_name: str, k_size: Optional[KernelSizeSpec], retinanet_levels: bool) -> ResNetFPN:
-    """A ResNetFPN around ``models.create_model(body_name)`` (``k_size`` only for ECA bodies).
+def build_resnet_fpn(body_name: str, k_size: Optional[KernelSizeSpec], retinanet_levels: bool, **body_settings: Any) -> ResNetFPN:
+    """A ResNetFPN around ``models.create_model(body_name, **body_settings)`` (``k_size`` only for ECA bodies).
 
     The R-CNNs' FPN takes C2..C5 and adds P6 = max_pool2d(P5, 1, stride 2) (torchvision's
     LastLevelMaxPool); RetinaNet's takes C3..C5 and adds P6 and P7 from C5.
     """
-    body = models.create_model(body_name, **({} if k_size is None else {"k_size": k_size}))
+    body = models.create_model(body_name, **body_settings, **({} if k_size is None else {"k_size": k_size}))
     if retinanet_levels:
         return ResNetFPN(body, (2, 3, 4), LastLevelP6P7FromC5(stage_channels(body)[-1], FPN_CHANNELS))
     return ResNetFPN(body, (1, 2, 3, 4), LastLevelMaxPool())

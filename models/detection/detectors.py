@@ -53,9 +53,12 @@ BODIES: Dict[str, Optional[str]] = {
     "resnet101": None,
     "se_resnet50": None,
     "se_resnet101": None,
+    "gc_resnet50": None,
+    "nl_resnet50": None,
 }
 """Backbone body -> default k: the released detectors' (ECA-50: 3377, unlike the ImageNet
-release's 3557; ECA-101: 3357), the ImageNet releases' for 18/34; None: no ECA layers."""
+release's 3557; ECA-101: 3357), the ImageNet releases' for 18/34; None: no ECA layers. GCNet's
+and the non-local ResNet-50 carry only Mask R-CNNs, the detector of Table 5's rows copied from GCNet."""
 
 _COMMON_SETTINGS: Dict[str, Any] = {
     "min_size": MIN_SIZE,
@@ -133,9 +136,11 @@ def _build(
     num_classes: Optional[int],
     pretrained: bool,
     detector_kwargs: Dict[str, Any],
+    body_settings: Optional[Dict[str, Any]] = None,
 ) -> torch.nn.Module:
     """A torchvision detector around this project's ResNet with MMDetection v1's settings and
-    conventions; ``detector_kwargs`` override the settings (e.g. small min/max sizes)."""
+    conventions; ``detector_kwargs`` override the settings (e.g. small min/max sizes),
+    ``body_settings`` go to the body's constructor (GCNet's ``reduction``)."""
     name = f"{detector}_{body}_fpn"
     if pretrained:
         raise ValueError(
@@ -150,7 +155,7 @@ def _build(
     minimum = 1 if retinanet else 2
     if num_classes < minimum:
         raise ValueError(f"{name}: num_classes must be at least {minimum}, got {num_classes}")
-    backbone = build_resnet_fpn(body, BODIES[body] if k_size is None else k_size, retinanet_levels=retinanet)
+    backbone = build_resnet_fpn(body, BODIES[body] if k_size is None else k_size, retinanet_levels=retinanet, **(body_settings or {}))
     if retinanet:
         settings = {**_COMMON_SETTINGS, **_RETINANET_SETTINGS, **detector_kwargs}
         settings.setdefault("anchor_generator", MMDetV1AnchorGenerator(**RETINANET_ANCHORS))
@@ -295,6 +300,28 @@ def maskrcnn_se_resnet50_fpn(
 ) -> torch.nn.Module:
     """Mask R-CNN over se_resnet50 with an FPN, as MMDetection v1's (81 classes with background)."""
     return _build("maskrcnn", "se_resnet50", k_size, num_classes, pretrained, detector_kwargs)
+
+
+@register_detector
+def maskrcnn_gc_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None,
+    num_classes: Optional[int] = None,
+    pretrained: bool = False,
+    reduction: int = 16,
+    **detector_kwargs: Any,
+) -> torch.nn.Module:
+    """Mask R-CNN over gc_resnet50 with an FPN, as GCNet's MMDetection v1 configs ``mask_rcnn_r16_gcb_c3-c5_r50_fpn``
+    (81 classes with background; GC blocks in layer2..4 with ratio 1 / reduction: 4 for its ``r4`` configs)."""
+    return _build("maskrcnn", "gc_resnet50", k_size, num_classes, pretrained, detector_kwargs, {"reduction": reduction})
+
+
+@register_detector
+def maskrcnn_nl_resnet50_fpn(
+    k_size: Optional[KernelSizeSpec] = None, num_classes: Optional[int] = None, pretrained: bool = False, **detector_kwargs: Any
+) -> torch.nn.Module:
+    """Mask R-CNN over nl_resnet50 with an FPN, as MMDetection v1's (81 classes with background; one non-local block
+    right before the last residual block of res4: Table 5's "+ 1 NL")."""
+    return _build("maskrcnn", "nl_resnet50", k_size, num_classes, pretrained, detector_kwargs)
 
 
 @register_detector

@@ -1,14 +1,30 @@
 """What a detector's state_dict says about the detector: MMDetection v1's key names as this
-project's (torchvision's), and the registered detector, body, per-stage k and classes the
-weights imply.
+project's (torchvision's), and the registered detector, body, per-stage k, body settings and
+classes the weights imply.
 
 The body is recognised as the classification model whose layout it has (``models.layout``),
-so its attention is read through the attention interface, never from key names.
+so its attention is read through the attention interface, never from key names: its settings
+too (GCNet's reduction ratio, read from the shapes).
+
+A detector file written by other code whose keys differ from MMDetection v1's or this project's
+becomes one of them through an adapter, :func:`register_detector_state_dict_adapter`, as
+classifiers' files do through ``models.layout.register_state_dict_adapter``. How to add one:
+
+- write a function of the state_dict as the file stores it (MMDetection's keys: ``backbone.``,
+  ``neck.``, ``rpn_head.``, ...) that recognises its layout by key patterns and shapes, never by
+  a file name or config text, and returns None for every other layout (each adapter is asked
+  in turn, before the MMDetection v1 keys are converted);
+- for its layout, return the state_dict in MMDetection v1's keys as the paper's files have them
+  (or in this project's torchvision keys), the tensors renamed and reshaped so that a detector
+  registered here computes the same;
+- decorate it with :func:`register_detector_state_dict_adapter` in a module beside the detector
+  it converts to, imported by ``models/detection/__init__.py`` (GCNet's released Mask R-CNNs:
+  ``models/detection/gcnet.py``).
 """
 
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from models import layout
 from models.kernel_size import KernelSizeSpec, format_kernel_sizes
@@ -17,10 +33,14 @@ from models.registry import list_models
 from models.resnet import RESNET_LAYOUTS, BasicBlock, Bottleneck
 
 from .detectors import BODIES, DETECTORS
+from .registry import list_detectors
 
 __all__ = [
     "CLASS_SPECIFIC",
     "BODY_PREFIX",
+    "DetectorStateDictAdapter",
+    "register_detector_state_dict_adapter",
+    "adapt_detector_state_dict",
     "is_mmdet_v1",
     "mmdet_v1_to_torchvision",
     "infer_detector",
@@ -63,6 +83,29 @@ CLASS_SPECIFIC = {
 """Each detector's tensors whose shapes depend on the number of classes (left out to fine-tune on other classes)."""
 
 
+DetectorStateDictAdapter = Callable[[StateDict], Optional[StateDict]]
+"""A foreign detector layout's converter: the state_dict in MMDetection v1's (or this project's) keys, or None."""
+
+_detector_adapters: List[DetectorStateDictAdapter] = []
+
+
+def register_detector_state_dict_adapter(adapter: DetectorStateDictAdapter) -> DetectorStateDictAdapter:
+    """Decorator: convert detector files of a foreign layout, registered beside the detector they
+    convert to (see the module docstring). An adapter must return None for every state_dict that
+    is not its layout, since each is asked in turn."""
+    _detector_adapters.append(adapter)
+    return adapter
+
+
+def adapt_detector_state_dict(state_dict: StateDict) -> StateDict:
+    """``state_dict`` in MMDetection v1's or this project's keys: the first registered adapter's conversion, or itself."""
+    for adapter in _detector_adapters:
+        converted = adapter(state_dict)
+        if converted is not None:
+            return converted
+    return state_dict
+
+
 def is_mmdet_v1(state_dict: StateDict) -> bool:
     """Whether the keys are an MMDetection detector's (``backbone.*`` beside ``neck.*`` or a v1 head)."""
     return any(key.startswith("backbone.") for key in state_dict) and any(
@@ -103,8 +146,9 @@ def detector_and_body(arch: str) -> Tuple[str, str]:
 
 
 def infer_detector(state_dict: StateDict) -> Tuple[str, Dict[str, Any]]:
-    """The registered detector and its builder kwargs (``k_size``, ``num_classes``) that hold
-    these torchvision-keyed weights; a LayoutError when the layout fits none."""
+    """The registered detector and its builder kwargs (``num_classes``, ``k_size``, the body's
+    settings such as GCNet's ``reduction``) that hold these torchvision-keyed weights; a
+    LayoutError when the layout fits none."""
     if "head.classification_head.cls_logits.weight" in state_dict:
         detector = "retinanet"
         anchors = state_dict["head.regression_head.bbox_reg.weight"].shape[0] // 4
@@ -114,12 +158,15 @@ def infer_detector(state_dict: StateDict) -> Tuple[str, Dict[str, Any]]:
         num_classes = state_dict["roi_heads.box_predictor.cls_score.weight"].shape[0]
     else:
         raise LayoutError("it has no detection head (RetinaNet's classification head or an R-CNN box predictor)")
-    body = _infer_body(state_dict)
-    kwargs: Dict[str, Any] = {"num_classes": num_classes}
+    body, body_settings = _infer_body(state_dict)
+    arch = f"{detector}_{body}_fpn"
+    if arch not in list_detectors():
+        raise LayoutError(f"its backbone is {body}, which no registered {detector} detector has")
+    kwargs: Dict[str, Any] = {"num_classes": num_classes, **body_settings}
     k_size = _body_kernel_sizes(body, state_dict)
     if k_size is not None:
         kwargs["k_size"] = k_size
-    return f"{detector}_{body}_fpn", kwargs
+    return arch, kwargs
 
 
 def _body(state_dict: StateDict) -> StateDict:
@@ -135,15 +182,17 @@ def _blocks_per_stage(body: StateDict) -> Tuple[int, ...]:
     return tuple(len(blocks.get(stage, ())) for stage in range(1, 5))
 
 
-def _infer_body(state_dict: StateDict) -> str:
-    """The registered body (a key of ``BODIES``) under ``backbone.body.``: the one whose layout the
-    weights have, or, where none has it exactly (a damaged file), the one whose keys differ
-    least, so that loading names the keys that differ. A LayoutError when the blocks are no
-    ResNet's or the body is a model no registered detector has."""
+def _infer_body(state_dict: StateDict) -> Tuple[str, Dict[str, Any]]:
+    """The registered body (a key of ``BODIES``) under ``backbone.body.`` and the settings it is
+    built with: the one whose layout the weights have, or, where none has it exactly (a damaged
+    file), the one whose keys differ least with its defaults, so that loading names the keys
+    that differ. A LayoutError when the blocks are no ResNet's or the body is a model no
+    registered detector has."""
     body = _body(state_dict)
-    fitting = next((name for name in BODIES if layout.fits_backbone(name, body)), None)
-    if fitting is not None:
-        return fitting
+    for name in BODIES:
+        settings = layout.backbone_settings(name, body)
+        if settings is not None:
+            return name, settings
     counts = _blocks_per_stage(body)
     block = Bottleneck if "layer1.0.conv3.weight" in body else BasicBlock
     depths = [depth for depth, (kind, layers) in RESNET_LAYOUTS.items() if kind is block and tuple(layers) == counts]
@@ -152,7 +201,7 @@ def _infer_body(state_dict: StateDict) -> str:
     other = next((name for name in list_models() if name not in BODIES and layout.fits_backbone(name, body)), None)
     if other is not None:
         raise LayoutError(f"its backbone is {other}, which no registered detector has (bodies: {', '.join(BODIES)})")
-    return min(BODIES, key=lambda name: len(layout.backbone_keys(name) ^ body.keys()))
+    return min(BODIES, key=lambda name: len(layout.backbone_keys(name) ^ body.keys())), {}
 
 
 def _body_kernel_sizes(body: str, state_dict: StateDict) -> Optional[str]:

@@ -2,8 +2,8 @@
 ImageNet classification checkpoints as the starting point of a detector's backbone.
 
 Everything is read through ``utils.checkpoint.load_checkpoint_file`` (never runs code). The
-detector, the backbone's depth and attention, its per-stage ECA k and the number of classes
-are read from the weights' keys and shapes (``models.detection.layout``), so no file needs
+detector, the backbone's depth and attention, its per-stage ECA k (GCNet's ratio) and the number
+of classes are read from the weights' keys and shapes (``models.detection.layout``), so no file needs
 flags; a file that holds something else gets one line saying what it holds.
 """
 
@@ -16,6 +16,7 @@ from models.detection import COCO_CLASSES, create_detector, detector_names
 from models.detection.layout import (
     BODY_PREFIX,
     CLASS_SPECIFIC,
+    adapt_detector_state_dict,
     detector_and_body,
     infer_detector,
     is_mmdet_v1,
@@ -68,8 +69,10 @@ def load_detector(
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Build the detector a file holds and load its weights strictly.
 
-    Reads the paper's MMDetection v1 files (mmcv's ``{'meta', 'state_dict'[, 'optimizer']}``)
-    and detect.py's checkpoints. ``arch`` and ``k_size``, when given, must agree with the
+    Reads the paper's MMDetection v1 files (mmcv's ``{'meta', 'state_dict'[, 'optimizer']}``),
+    those of other code that a registered adapter converts (GCNet's Mask R-CNNs:
+    ``models.detection.layout.register_detector_state_dict_adapter``) and detect.py's
+    checkpoints. ``arch`` and ``k_size``, when given, must agree with the
     weights (one line says what the file holds); a different ``num_classes`` leaves the
     class-specific layers out, to fine-tune on other classes, with a CheckpointWarning.
     ``info``: ``arch``, the builder ``kwargs``, ``epoch``, the loaded ``checkpoint``,
@@ -78,7 +81,7 @@ def load_detector(
     checkpoint's own ``detector_kwargs`` entry; they are not weights, so nothing checks them.
     """
     checkpoint = load_checkpoint_file(path)
-    state_dict = extract_state_dict(checkpoint)
+    state_dict = adapt_detector_state_dict(extract_state_dict(checkpoint))
     held = _what_else(state_dict)
     if held is not None:
         raise CheckpointError(f"{path} holds {held}")
