@@ -9,7 +9,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from models.detection import create_detector
 from paramflops import main
 from utils.detection.complexity import measure_detector, paper_si_units, shapes_only
-from utils.paper.count_tables import count_detector
+from utils.paper.count_tables import count_detector, table_5
 
 DETECTION_TABLE = [
     # arch, k, Param., FLOPs as the original README prints them; the exact integers of the
@@ -121,3 +121,41 @@ def test_cli_bad_detector_input_is_one_line_and_status_2(args, message, capsys):
     output = capsys.readouterr()
     assert output.out == ""
     assert len(output.err.splitlines()) == 1 and message in output.err
+
+
+@pytest.fixture(scope="module")
+def table5_rows():
+    """``paramflops.py --table 5``'s rows as cells, by detector."""
+    lines = table_5()
+    cells = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ") and "---" not in line][1:]
+    return {row[0]: row for row in cells}
+
+
+def test_table5_has_every_number_and_each_fits_its_rule(table5_rows):
+    """Every printed number is known; every Param. and every FLOPs of the ECA-Net paper's own rows is
+    equal as printed, each counted as MMDetection v1's get_flops.py; the two rows copied from GCNet's
+    paper are all parameters at its one decimal, and their FLOPs fit no rule (printed as computed)."""
+    assert len(table5_rows) == 20 and not any("?" in row for row in table5_rows.values())
+    copied = {"maskrcnn_nl_resnet50_fpn", "maskrcnn_gc_resnet50_fpn"}
+    for arch, row in table5_rows.items():
+        params_mark, flops_mark, rule = row[5], row[7], row[10]
+        assert params_mark == "=", arch
+        assert (flops_mark, rule) == (("≠", "all, 1 decimal (GCNet)") if arch in copied else ("=", "trainable")), arch
+    gc, nl = table5_rows["maskrcnn_gc_resnet50_fpn"], table5_rows["maskrcnn_nl_resnet50_fpn"]
+    assert gc[2:10] == ["46.90M", "279.60G", "46.9M", "=", "275.64G", "≠", "46,922,434", "275,641,945,196"]
+    assert nl[2:10] == ["46.50M", "288.70G", "46.5M", "=", "283.98G", "≠", "46,501,429", "283,978,803,700"]
+
+
+def test_gc_blocks_add_their_convolutions_and_relu_in_mmdetection_v1s_counts():
+    """Per block of layer2..4 (C channels, P = C / 16, H x W positions at stride 8, 16, 32): conv_mask
+    (C + 1) HW; the transform on the 1 x 1 context, C P + P, P for the ReLU module, P C + C; the
+    LayerNorm, the softmax pooling and the addition count nothing in v1's counter."""
+    stages = [(512, 4, 160 * 100), (1024, 6, 80 * 50), (2048, 3, 40 * 25)]
+    per_block = [(c + 1) * hw + (c * (c // 16) + c // 16) + c // 16 + (c // 16 * c + c) for c, _, hw in stages]
+    flops = sum(blocks * count for (_, blocks, _), count in zip(stages, per_block))
+    gc, plain = counted("maskrcnn_gc_resnet50_fpn"), counted("maskrcnn_resnet50_fpn")
+    assert gc.counts.flops - plain.counts.flops == flops == 66_085_496
+    block_params = [2 * c * (c // 16) + 2 * c + 1 + 3 * (c // 16) for c, _, _ in stages]
+    added = sum(blocks * count for (_, blocks, _), count in zip(stages, block_params))
+    assert gc.counts.params - plain.counts.params == gc.counts.trainable_params - plain.counts.trainable_params == added == 2_521_741
+    assert plain.counts.params == 44_400_693  # GCNet's own 44.4M for its plain R-50 Mask R-CNN: every parameter

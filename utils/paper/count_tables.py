@@ -10,7 +10,7 @@ model, a k it does not take) is a ``UsageError``.
 
 import ast
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import thop
 from torch import nn
@@ -299,23 +299,53 @@ def table_3(depth: Optional[str] = None) -> List[str]:
     return lines + [""] + [f"- {note}" for note in paper_tables.SOTA.notes]
 
 
+class _ParameterRule(NamedTuple):
+    """How a Table 5 row's Param. was counted: which parameters, and with how many decimals."""
+
+    label: str
+    count: Callable[[DetectorComplexity], int]
+    decimals: int
+
+
+_PARAMETER_RULES: Dict[Optional[str], _ParameterRule] = {
+    None: _ParameterRule("trainable", lambda counts: counts.trainable_params, 2),
+    "GCNet": _ParameterRule("all, 1 decimal (GCNet)", lambda counts: counts.params, 1),
+}
+"""By the paper a row copied its numbers from (``DetectionRow.copied_from``): the ECA-Net paper's
+own rows count as MMDetection v1's get_flops.py; GCNet's paper counted every parameter."""
+
+
+def _millions(count: int, decimals: int) -> str:
+    return f"{count / 1e6:.{decimals}f}M"
+
+
+def _as_printed_by_its_source(printed: str, decimals: int) -> str:
+    """A Param. the ECA-Net paper copied, at the decimals of the paper it came from (``46.90M``: GCNet's ``46.9M``)."""
+    return _millions(round(float(printed[:-1]) * 1e6), decimals)
+
+
 def table_5() -> List[str]:
-    """Table 5: every detector row's trainable parameters and MMDetection v1 FLOPs beside the paper's."""
+    """Table 5: every detector row's parameters, counted as the row's numbers were, and its
+    MMDetection v1 FLOPs beside the paper's."""
     lines = [
-        f"Table 5: object detection on COCO, MMDetection v1's counts (trainable parameters; FLOPs of one "
-        f"{DUMMY_INPUT_LABEL} image), SI units as the paper (M = 10^6, G = 10^9). = equal as printed, ≠ not, ? not known here.",
+        f"Table 5: object detection on COCO. FLOPs: MMDetection v1's counter on one {DUMMY_INPUT_LABEL} image; Param.: "
+        "as each row was counted (last column); SI units as the paper (M = 10^6, G = 10^9). = equal as printed, ≠ not, "
+        "? not known here.",
         "",
     ]
     rows = []
     for row in paper_tables.DETECTION:
         detector = count_detector(row.model, row.ksize)
-        params, flops = detector.counts.trainable_params, detector.counts.flops
-        ours = [paper_si_units(params, "M"), paper_si_units(flops, "G")]
-        marks = ["?" if printed is None else "=" if printed == own else "≠" for printed, own in zip((row.params, row.flops), ours)]
+        rule = _PARAMETER_RULES[row.copied_from]
+        params, flops = rule.count(detector.counts), detector.counts.flops
+        ours = [_millions(params, rule.decimals), paper_si_units(flops, "G")]
+        printed = [None if row.params is None else _as_printed_by_its_source(row.params, rule.decimals), row.flops]
+        marks = ["?" if paper is None else "=" if paper == own else "≠" for paper, own in zip(printed, ours)]
         rows.append([row.model, detector.k, row.params or "?", row.flops or "?", ours[0], marks[0], ours[1], marks[1],
-                     f"{params:,}", f"{flops:,}"])  # fmt: skip
-    header = ["detector", "k", "Param. (paper)", "FLOPs (paper)", "Param.", "", "FLOPs", "", "exact params", "exact FLOPs"]
-    return lines + markdown_table(header, rows)
+                     f"{params:,}", f"{flops:,}", rule.label])  # fmt: skip
+    header = ["detector", "k", "Param. (paper)", "FLOPs (paper)", "Param.", "", "FLOPs", "", "exact params", "exact FLOPs",
+              "Param. counts"]  # fmt: skip
+    return lines + markdown_table(header, rows) + [""] + [f"- {note}" for note in paper_tables.DETECTION_NOTES]
 
 
 PAPER_TABLES = {2: table_2, 3: table_3, 5: table_5}

@@ -29,6 +29,7 @@ __all__ = [
     "registered_model_name",
     "DetectionRow",
     "DETECTION",
+    "DETECTION_NOTES",
 ]
 
 DEPTHS: Tuple[int, ...] = (18, 34, 50, 101, 152)
@@ -95,8 +96,6 @@ def _numbers(params: Optional[str], flops: Optional[str], train_fps: Optional[in
              top1: Optional[float], top5: Optional[float]) -> dict:
     return dict(params=params, flops=flops, train_fps=train_fps, inference_fps=inference_fps, top1=top1, top5=top5)
 
-
-_UNKNOWN = _numbers(None, None, None, None, None, None)
 
 # Table 2: every variant is a gate sigma(f(GAP(X))) where SE sits, at ResNet-50.
 _VARIANT_ROWS = (
@@ -171,15 +170,15 @@ SOTA = PaperTable(
     template=_SOTA_ROWS,
     sections={
         "resnet18": _numbered(_SOTA_ROWS, {
-            "resnet": _numbers("11.148M", "1.699G", None, None, None, None),
-            "senet": _UNKNOWN,
-            "eca_net": _UNKNOWN,
+            "resnet": _numbers("11.148M", "1.699G", None, None, 70.40, 89.45),
+            "senet": _numbers("11.231M", "1.700G", None, None, 70.59, 89.78),
+            "eca_net": _numbers("11.148M", "1.700G", None, None, 70.78, 89.92),
         }),
         "resnet34": _numbered(_SOTA_ROWS, {
-            "resnet": _UNKNOWN,
-            "senet": _UNKNOWN,
-            "cbam": _numbers("20.943M", None, None, None, None, None),
-            "eca_net": _UNKNOWN,
+            "resnet": _numbers("20.788M", "3.427G", None, None, 73.31, 91.40),
+            "senet": _numbers("20.938M", "3.428G", None, None, 73.87, 91.65),
+            "cbam": _numbers("20.943M", "3.428G", None, None, 74.01, 91.76),
+            "eca_net": _numbers("20.788M", "3.428G", None, None, 74.21, 91.83),
         }),
         "resnet50": _numbered(_SOTA_ROWS, {
             "resnet": _numbers("24.37M", "3.86G", 1024, 1855, 75.20, 92.52),
@@ -208,7 +207,7 @@ SOTA = PaperTable(
     notes=(
         "Param. and FLOPs: thop counts in 1024-based units (M = 2^20, G = 2^30); GCNet's 28.08M is its own paper's SI count.",
         "FPS: four RTX 2080Ti GPUs and a Xeon Silver 4112; batch size, precision and GPU count not stated.",
-        "The ResNet-18 and ResNet-34 sections are the poster's, not the paper's.",
+        "The ResNet-18 and ResNet-34 sections are the poster's, not the paper's (three decimals, no FPS).",
     ),
 )
 
@@ -301,38 +300,62 @@ class DetectionRow:
     """AP, AP50, AP75, AP_S, AP_M, AP_L of the boxes; None where the paper prints '-'."""
     mask_ap: Tuple[Optional[float], ...] = ()
     """The same for the masks (Mask R-CNN rows only)."""
+    copied_from: Optional[str] = None
+    """The paper whose numbers the row copied (``GCNet``: its ablation on COCO, counted its own way); None
+    for the ECA-Net paper's own counts."""
 
 
 def _detection(backbone: str, detector: str, model: str, ksize: Optional[str], params: Optional[str], flops: Optional[str],
-               box_ap: Tuple[Optional[float], ...], mask_ap: Tuple[Optional[float], ...] = ()) -> DetectionRow:
-    return DetectionRow(backbone, detector, model, ksize, params, flops, box_ap, mask_ap)
+               box_ap: Tuple[Optional[float], ...], mask_ap: Tuple[Optional[float], ...] = (),
+               copied_from: Optional[str] = None) -> DetectionRow:
+    return DetectionRow(backbone, detector, model, ksize, params, flops, box_ap, mask_ap, copied_from)
+
+
+_NOT_PRINTED = (None, None, None)
+"""AP_S, AP_M and AP_L of the rows copied from GCNet's paper, which does not give them."""
 
 
 DETECTION: Tuple[DetectionRow, ...] = (
     _detection("ResNet-50", "Faster R-CNN", "fasterrcnn_resnet50_fpn", None, "41.53M", "207.07G", (36.4, 58.2, 39.2, 21.8, 40.0, 46.2)),
-    _detection("+ SE", "Faster R-CNN", "fasterrcnn_se_resnet50_fpn", None, "44.02M", None, (37.7, 60.1, 40.9, 22.9, 41.9, 48.2)),
+    _detection("+ SE", "Faster R-CNN", "fasterrcnn_se_resnet50_fpn", None, "44.02M", "207.18G", (37.7, 60.1, 40.9, 22.9, 41.9, 48.2)),
     _detection("+ ECA", "Faster R-CNN", "fasterrcnn_eca_resnet50_fpn", "5555", "41.53M", "207.18G", (38.0, 60.6, 40.9, 23.4, 42.1, 48.0)),
-    _detection("ResNet-101", "Faster R-CNN", "fasterrcnn_resnet101_fpn", None, None, None, (38.7, 60.6, 41.9, 22.7, 43.2, 50.4)),
-    _detection("+ SE", "Faster R-CNN", "fasterrcnn_se_resnet101_fpn", None, None, None, (39.6, 62.0, 43.1, 23.7, 44.0, 51.4)),
+    _detection("ResNet-101", "Faster R-CNN", "fasterrcnn_resnet101_fpn", None, "60.52M", "283.14G", (38.7, 60.6, 41.9, 22.7, 43.2, 50.4)),
+    _detection("+ SE", "Faster R-CNN", "fasterrcnn_se_resnet101_fpn", None, "65.24M", "283.33G", (39.6, 62.0, 43.1, 23.7, 44.0, 51.4)),
     _detection("+ ECA", "Faster R-CNN", "fasterrcnn_eca_resnet101_fpn", "3357", "60.52M", "283.32G", (40.3, 62.9, 44.0, 24.5, 44.7, 51.3)),
-    _detection("ResNet-50", "Mask R-CNN", "maskrcnn_resnet50_fpn", None, None, None, (37.2, 58.9, 40.3, 22.2, 40.7, 48.0),
+    _detection("ResNet-50", "Mask R-CNN", "maskrcnn_resnet50_fpn", None, "44.18M", "275.58G", (37.2, 58.9, 40.3, 22.2, 40.7, 48.0),
                (34.1, 55.5, 36.2, 16.1, 36.7, 50.0)),
-    _detection("+ SE", "Mask R-CNN", "maskrcnn_se_resnet50_fpn", None, "46.67M", None, (38.7, 60.9, 42.1, 23.4, 42.7, 50.0),
+    _detection("+ SE", "Mask R-CNN", "maskrcnn_se_resnet50_fpn", None, "46.67M", "275.69G", (38.7, 60.9, 42.1, 23.4, 42.7, 50.0),
                (35.4, 57.4, 37.8, 17.1, 38.6, 51.8)),
+    _detection("+ 1 NL", "Mask R-CNN", "maskrcnn_nl_resnet50_fpn", None, "46.50M", "288.70G", (38.0, 59.8, 41.0, *_NOT_PRINTED),
+               (34.7, 56.7, 36.6, *_NOT_PRINTED), copied_from="GCNet"),
+    _detection("+ GC block", "Mask R-CNN", "maskrcnn_gc_resnet50_fpn", None, "46.90M", "279.60G", (39.4, 61.6, 42.4, *_NOT_PRINTED),
+               (35.7, 58.4, 37.6, *_NOT_PRINTED), copied_from="GCNet"),
     _detection("+ ECA", "Mask R-CNN", "maskrcnn_eca_resnet50_fpn", "3377", "44.18M", "275.69G", (39.0, 61.3, 42.1, 24.2, 42.8, 49.9),
                (35.6, 58.1, 37.7, 17.6, 39.0, 51.8)),
-    _detection("ResNet-101", "Mask R-CNN", "maskrcnn_resnet101_fpn", None, None, None, (39.4, 60.9, 43.3, 23.0, 43.7, 51.4),
+    _detection("ResNet-101", "Mask R-CNN", "maskrcnn_resnet101_fpn", None, "63.17M", "351.65G", (39.4, 60.9, 43.3, 23.0, 43.7, 51.4),
                (35.9, 57.7, 38.4, 16.8, 39.1, 53.6)),
-    _detection("+ SE", "Mask R-CNN", "maskrcnn_se_resnet101_fpn", None, None, None, (40.7, 62.5, 44.3, 23.9, 45.2, 52.8),
+    _detection("+ SE", "Mask R-CNN", "maskrcnn_se_resnet101_fpn", None, "67.89M", "351.84G", (40.7, 62.5, 44.3, 23.9, 45.2, 52.8),
                (36.8, 59.3, 39.2, 17.2, 40.3, 53.6)),
     _detection("+ ECA", "Mask R-CNN", "maskrcnn_eca_resnet101_fpn", "3357", "63.17M", "351.83G", (41.3, 63.1, 44.8, 25.1, 45.8, 52.9),
                (37.4, 59.9, 39.8, 18.1, 41.1, 54.1)),
-    _detection("ResNet-50", "RetinaNet", "retinanet_resnet50_fpn", None, None, None, (35.6, 55.5, 38.2, 20.0, 39.6, 46.8)),
-    _detection("+ SE", "RetinaNet", "retinanet_se_resnet50_fpn", None, "40.23M", None, (37.1, 57.2, 39.9, 21.2, 40.7, 49.3)),
+    _detection("ResNet-50", "RetinaNet", "retinanet_resnet50_fpn", None, "37.74M", "239.32G", (35.6, 55.5, 38.2, 20.0, 39.6, 46.8)),
+    _detection("+ SE", "RetinaNet", "retinanet_se_resnet50_fpn", None, "40.23M", "239.43G", (37.1, 57.2, 39.9, 21.2, 40.7, 49.3)),
     _detection("+ ECA", "RetinaNet", "retinanet_eca_resnet50_fpn", "3377", "37.74M", "239.43G", (37.3, 57.7, 39.6, 21.9, 41.3, 48.9)),
-    _detection("ResNet-101", "RetinaNet", "retinanet_resnet101_fpn", None, None, None, (37.7, 57.5, 40.4, 21.1, 42.2, 49.5)),
-    _detection("+ SE", "RetinaNet", "retinanet_se_resnet101_fpn", None, None, None, (38.7, 59.1, 41.6, 22.1, 43.1, 50.9)),
+    _detection("ResNet-101", "RetinaNet", "retinanet_resnet101_fpn", None, "56.74M", "315.39G", (37.7, 57.5, 40.4, 21.1, 42.2, 49.5)),
+    _detection("+ SE", "RetinaNet", "retinanet_se_resnet101_fpn", None, "61.45M", "315.58G", (38.7, 59.1, 41.6, 22.1, 43.1, 50.9)),
     _detection("+ ECA", "RetinaNet", "retinanet_eca_resnet101_fpn", "3357", "56.74M", "315.57G", (39.1, 59.9, 41.8, 22.8, 43.4, 50.6)),
 )
 """Table 5 (object detection and, for Mask R-CNN, instance segmentation on COCO val2017), in the
-paper's order; k as the released files have it."""
+paper's order; k as the released files have it. The "+ 1 NL" and "+ GC block" rows are GCNet's
+paper's (its ablation on COCO: 46.5M / 288.7G, 46.9M / 279.6G with one decimal, to which the ECA-Net
+paper added a 0)."""
+
+DETECTION_NOTES: Tuple[str, ...] = (
+    "Param. counts trainable parameters (the frozen stem and layer1 left out) and FLOPs the multiply-accumulates "
+    "of one 1x3x1280x800 image, as MMDetection v1's tools/get_flops.py, in SI units with two decimals.",
+    "The + 1 NL and + GC block rows are copied from GCNet's paper (its ablation on COCO), which counts every parameter, the "
+    "frozen ones too, and prints one decimal (46.5M, 46.9M; the ECA-Net paper added a 0). Its FLOPs fit no rule found "
+    "here: its own plain R-50 Mask R-CNN has 279.4G where MMDetection v1's counter gives 275.58G, and no one input "
+    "size gives its baseline, + 1 NL and + GC block together.",
+)
+"""What Table 5's numbers count, row by row."""
