@@ -241,13 +241,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def evaluate_file(path: Path, args: argparse.Namespace, loader, criterion: nn.Module, config: RunConfig, classes: int) -> Row:
-    """One file's row; a CheckpointError for a file that cannot be loaded."""
+def evaluate_file(
+    path: Path, args: argparse.Namespace, loader, criterion: nn.Module, config: RunConfig, classes: int, position: str
+) -> Row:
+    """One file's row, its progress lines starting with ``position`` (``[2/5]``); a CheckpointError
+    for a file that cannot be loaded."""
     device = torch.device(args.device)
     model, info = load_model(path)
     num_classes = info["kwargs"]["num_classes"]
     row = Row(path.name, layout=layout_name(info), arch=info["arch"], k=describe(info["kwargs"]))
-    config.log(f"{path.name}: {row.arch}, k {row.k}, {row.layout} layout")
+    config.log(f"{position} {path.name}: {row.arch}, k {row.k}, {row.layout} layout")
     if num_classes != classes:
         return Row(path.name, error=f"{num_classes}-class model, but {args.data}/val has {classes} classes")
     params, flops = count_parameters(model), paper_flops(model, args.image_size)
@@ -268,14 +271,14 @@ def evaluate_all(args: argparse.Namespace) -> int:
     criterion = nn.CrossEntropyLoss().to(device)
     rows, unreadable = [], 0
     for index, path in enumerate(paths, start=1):
-        config.log(f"[{index}/{len(paths)}] {path}")
+        position = f"[{index}/{len(paths)}]"
         try:
-            rows.append(evaluate_file(path, args, loader, criterion, config, len(dataset.classes)))
+            rows.append(evaluate_file(path, args, loader, criterion, config, len(dataset.classes), position))
         except CheckpointError as error:
             rows.append(Row(path.name, error=str(error)))
             unreadable += 1
         if rows[-1].error is not None:
-            config.log(f"{path.name}: {rows[-1].error}")
+            config.log(f"{position} {path.name}: {rows[-1].error}")
     print(text_table(rows))
     if args.csv is not None:
         atomic_write(args.csv, lambda handle: handle.write(csv_text(rows).encode()))
