@@ -16,12 +16,16 @@ activations saved for backward, temporaries). On CUDA that high point is
 ``torch.cuda.max_memory_allocated``; on the CPU it is read from the profiler's record of
 every allocation and free (``profile_memory=True``), since the CPU allocator keeps no peak.
 
-``--table sota --depth 50`` (or 18, 34, 101, 152, mobilenet) times every row of the paper's
-Table 3 at that depth that has a model here against the plain backbone of the same depth
-(``resnet50``, ``mobilenet_v2``), interleaved the same way, and prints each row's training and
-inference images/s as a ratio to the backbone's, with the paper's ratio beside (ECA-Net-50:
-785 / 1024 = 0.767 training, 1805 / 1855 = 0.973 inference). Rows whose model is not
-registered, and the peers without public code, are listed as skipped in one line.
+``--table sota --depth 50`` (or 18, 34, 101, 152, mobilenet, or all of them with ``all``)
+times every row of the paper's Table 3 that has a model here (SENet, CBAM, GCNet, ECA-Net;
+at every depth, also where the paper printed no such row) against the plain backbone of the
+same depth (``resnet50``, ``mobilenet_v2``), interleaved the same way, and gives each row's
+training and inference images/s as a ratio to the backbone's, its peak training memory as a
+ratio to the backbone's, and the paper's ratio beside where it printed one (ECA-Net-50:
+785 / 1024 = 0.767 training, 1805 / 1855 = 0.973 inference). ``--reference`` adds the ECA
+row with the original code's and timm's layer in its place. Progress goes to stderr, the
+Markdown table to stdout; the peers without public code are listed as skipped in one line.
+``--repeat N`` times the whole table N times over and gives each ratio's median and range.
 
 ``--onnx`` times inference instead: each chosen model in eager PyTorch (``inference_mode``)
 and, exported by utils/export.py with a dynamic batch axis, in ONNX Runtime on the CPU with
@@ -31,13 +35,15 @@ as many threads, step after step in turn, and reports ONNX Runtime's time as a r
 import argparse
 import contextlib
 import functools
+import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +51,12 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The profiler (peak memory on the CPU) logs its every start and stop on stderr, amid the progress, unless told not to.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import models  # noqa: E402
 from models import ChannelAttention, EfficientChannelAttention  # noqa: E402
+from utils.console import OneLineErrorParser  # noqa: E402
 from utils.export import INPUT_NAME, missing_export_packages, serialize  # noqa: E402
 from utils.paper.tables import DEPTHS, MOBILENET, SOTA, PaperRow, registered_model_name, table_rows  # noqa: E402
 
@@ -83,36 +92,68 @@ class OriginalECA(ChannelAttention):
         return original_eca_forward(x, self.conv)
 
 
-def with_original_eca(model: nn.Module) -> nn.Module:
-    """Swap every ECA layer of ``model`` (in place) for the original code's computation."""
+class TimmECA(ChannelAttention):
+    """Stands in for an ``EfficientChannelAttention`` with timm's ``EcaModule``, sharing its ``conv``
+    (the same k taps): mean, Conv1d, sigmoid and ``x * y.expand_as(x)`` as plain autograd ops."""
+
+    block_attribute = EfficientChannelAttention.block_attribute
+
+    def __init__(self, eca: EfficientChannelAttention) -> None:
+        super().__init__()
+        from timm.layers import EcaModule
+
+        self.module = EcaModule(kernel_size=eca.k_size)
+        self.module.conv = eca.conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+REFERENCE_LAYERS: Dict[str, Callable[[EfficientChannelAttention], ChannelAttention]] = {
+    "original": OriginalECA,
+    "timm": TimmECA,
+}
+"""``--reference`` and the ``<model>:<reference>`` rows: other people's ECA, swapped in for this project's."""
+
+REFERENCE_LABELS = {"original": "original code", "timm": "timm"}
+
+
+def with_reference_eca(model: nn.Module, reference: str) -> nn.Module:
+    """Swap every ECA layer of ``model`` (in place) for ``REFERENCE_LAYERS[reference]``."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, EfficientChannelAttention):
-                setattr(module, name, OriginalECA(child))
+                setattr(module, name, REFERENCE_LAYERS[reference](child))
     return model
 
 
+def missing_reference_packages(references: Iterable[str]) -> List[str]:
+    """The packages the chosen reference rows import that are not installed (timm for ``timm``)."""
+    return [name for name in references if name == "timm" and importlib.util.find_spec("timm") is None]
+
+
 def build_model(name: str) -> nn.Module:
-    """``torchvision_resnet50``, a registered model, or ``<registered>:original`` (original ECA code)."""
+    """``torchvision_resnet50``, a registered model, or ``<registered>:original`` / ``:timm``
+    (that model with the original code's or timm's ECA layer)."""
     if name == BASELINE:
         return torchvision.models.resnet50()
-    if name.endswith(":original"):
-        return with_original_eca(models.create_model(name.removesuffix(":original")))
-    return models.create_model(name)
+    registered, _, reference = name.partition(":")
+    model = models.create_model(registered)
+    return with_reference_eca(model, reference) if reference else model
 
 
 class Runner:
-    """One model in one mode and memory format, with its batch and (for training) optimizer."""
+    """One model in one mode and memory format, with its batch and (for training) optimizer.
+    The model is converted in place: one model serves every mode and format in turn."""
 
-    def __init__(self, name: str, mode: str, memory_format: str, args: argparse.Namespace) -> None:
+    def __init__(self, name: str, model: nn.Module, mode: str, memory_format: str, args: argparse.Namespace) -> None:
         self.name, self.mode, self.memory_format = name, mode, memory_format
         self.device = torch.device(args.device)
         self.amp = args.amp
         fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
-        torch.manual_seed(0)
-        model = build_model(name).to(self.device, memory_format=fmt)
-        model.train(mode == "train")
+        model.to(self.device, memory_format=fmt).train(mode == "train")
         self.model = model
+        torch.manual_seed(0)
         self.step_fn = torch.compile(model) if args.compile else model
         self.images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=self.device)
         self.images = self.images.contiguous(memory_format=fmt)
@@ -193,24 +234,31 @@ def cpu_step_peak_rise(step: Callable[[], None]) -> int:
     return peak
 
 
-def run(args: argparse.Namespace, names: List[str]) -> List[Dict]:
-    """Every model of ``names`` step after step in turn, each mode and format; ratios to ``names[0]``."""
+def run(args: argparse.Namespace, names: List[str], out: TextIO = sys.stdout, measure_peaks: bool = True) -> List[Dict]:
+    """Every model of ``names`` step after step in turn, each mode and format; ratios to ``names[0]``.
+    Each row is printed to ``out`` as it is done; without ``measure_peaks`` the rows have no peak memory."""
     rows = []
+    built = {}
+    for name in names:
+        torch.manual_seed(0)
+        built[name] = build_model(name)
     for mode in args.modes:
         for memory_format in args.formats:
-            runners = [Runner(name, mode, memory_format, args) for name in names]
+            runners = [Runner(name, built[name], mode, memory_format, args) for name in names]
             for _ in range(args.warmup):
                 for runner in runners:
                     runner.step()
             for _ in range(args.steps):
                 for runner in runners:
                     runner.timed_step()
-            for runner in runners:
-                runner.measure_peak()
+            if measure_peaks:
+                for runner in runners:
+                    runner.measure_peak()
             baseline = runners[0]
             base_ms = 1000 * statistics.median(baseline.times)
             for runner in runners:
                 ms = 1000 * statistics.median(runner.times)
+                measured = runner.peak_bytes is not None
                 rows.append(
                     {
                         "model": runner.name,
@@ -219,39 +267,50 @@ def run(args: argparse.Namespace, names: List[str]) -> List[Dict]:
                         "ms": ms,
                         "images_per_s": args.batch_size / ms * 1000,
                         "ratio": ms / base_ms,
-                        "peak_mib": runner.peak_bytes / 2**20,
-                        "peak_ratio": runner.peak_bytes / baseline.peak_bytes,
+                        "peak_mib": runner.peak_bytes / 2**20 if measured else None,
+                        "peak_ratio": runner.peak_bytes / baseline.peak_bytes if measured else None,
                     }
                 )
-                print(format_row(rows[-1]), flush=True)
+                print(format_row(rows[-1]), file=out, flush=True)
             del runners
     return rows
 
 
 def compared_names(args: argparse.Namespace) -> List[str]:
     names = [BASELINE] + [name for name in args.models if name != BASELINE]
-    if args.reference:
-        names += [f"{name}:original" for name in args.models if name.startswith("eca_")]
-    return names
+    return names + [f"{name}:{reference}" for reference in args.reference for name in args.models if name.startswith("eca_")]
 
 
 def _table_depth(depth: str) -> Optional[int]:
     return None if depth == MOBILENET else int(depth)
 
 
-def table_models(depth: Optional[int]) -> Tuple[List[Tuple[PaperRow, str]], List[str]]:
+def table_models(depth: Optional[int], references: Iterable[str] = ()) -> Tuple[List[Tuple[PaperRow, str]], List[str]]:
     """Table 3's rows at ``depth`` that have a registered model, the plain backbone first, and
-    why each other row is skipped ('cbam (model cbam_resnet50 is not registered)').
-    A ValueError if the backbone itself is not registered: there is nothing to compare with."""
-    rows = table_rows(SOTA, depth)
+    why each other row is skipped ('a2_nets (no model here)').
+
+    Every row of the table is timed at every depth, with the paper's numbers where it printed
+    that row at that depth: the peers are compared at each depth, not only where the paper
+    (or the poster, at 18 and 34) had them. The ECA row is followed by ``<model>:<reference>``
+    for each of ``references``. A ValueError if the backbone itself is not registered: there
+    is nothing to compare with."""
+    template = SOTA.template if depth is not None else table_rows(SOTA, None)
+    printed = {row.key: row for row in table_rows(SOTA, depth)}
     timed, skipped = [], []
-    for row in rows:
+    for template_row in template:
+        row = printed.get(template_row.key, template_row)
         try:
-            timed.append((row, registered_model_name(row, depth)))
+            name = registered_model_name(row, depth)
         except ValueError as error:
-            if row is rows[0]:
+            if template_row is template[0]:
                 raise ValueError(f"{error}; it is the backbone the rows are compared with") from None
             skipped.append(f"{row.key} ({'no model here' if row.model is None else str(error).split(': ', 1)[1]})")
+            continue
+        timed.append((row, name))
+        with torch.device("meta"):
+            has_eca = any(isinstance(layer, EfficientChannelAttention) for layer in models.create_model(name).modules())
+        if has_eca:
+            timed += [(row, f"{name}:{reference}") for reference in references]
     return timed, skipped
 
 
@@ -261,32 +320,106 @@ def paper_fps_ratio(row: PaperRow, backbone: PaperRow, mode: str) -> Optional[fl
     return None if ours is None or theirs is None else ours / theirs
 
 
+def table_depths(depth: str) -> List[Optional[int]]:
+    """``--depth``'s sections: one ResNet depth, ``mobilenet`` (None), or every one of them for ``all``."""
+    return [*DEPTHS, None] if depth == "all" else [_table_depth(depth)]
+
+
 def run_table(args: argparse.Namespace) -> List[Dict]:
-    """:func:`run` over Table 3's rows at ``--depth``, each row's images/s as a ratio to the backbone's, the paper's beside."""
-    depth = _table_depth(args.depth)
-    try:
-        timed, skipped = table_models(depth)
-    except ValueError as error:
-        print(f"benchmark.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    """:func:`run` over Table 3's rows at each ``--depth``, ``--repeat`` times over; each row's
+    images/s as a ratio to the backbone's (the median over the repeats, and each one), the paper's beside."""
+    plans = []
+    for depth in table_depths(args.depth):
+        try:
+            plans.append((depth, *table_models(depth, args.reference)))
+        except ValueError as error:
+            print(f"benchmark.py: error: {error}", file=sys.stderr)
+            sys.exit(2)
+    skipped = sorted({reason for _, _, reasons in plans for reason in reasons})
     if skipped:
-        print(f"skipped: {', '.join(skipped)}")
-    print_header("the backbone")
-    rows = run(args, [name for _, name in timed])
-    by_model = {name: row for row, name in timed}
-    backbone = timed[0][0]
-    for result in rows:
-        row = by_model[result["model"]]
-        result.update(row=row.key, label=row.label_at(depth), fps_ratio=1 / result["ratio"],
-                      paper_fps_ratio=paper_fps_ratio(row, backbone, result["mode"]))
-    print()
-    print("| row | model | mode | format | images/s | images/s vs backbone | paper |")
-    print("|---|---|---|---|---|---|---|")
-    for result in rows:
-        paper = "-" if result["paper_fps_ratio"] is None else f"{result['paper_fps_ratio']:.3f}"
-        print(f"| {result['label']} | {result['model']} | {'training' if result['mode'] == 'train' else 'inference'} "
-              f"| {result['format']} | {result['images_per_s']:.1f} | {result['fps_ratio']:.3f} | {paper} |")
+        print(f"skipped: {', '.join(skipped)}", file=sys.stderr)
+    repeats: List[List[Dict]] = []
+    for repeat in range(args.repeat):
+        results = []
+        for depth, timed, _ in plans:
+            section = MOBILENET if depth is None else f"ResNet-{depth}"
+            print(f"{section}, run {repeat + 1} of {args.repeat}: {', '.join(name for _, name in timed)}", file=sys.stderr, flush=True)
+            print_header("the backbone", sys.stderr)
+            rows = run(args, [name for _, name in timed], sys.stderr, measure_peaks=repeat == 0)
+            by_model = {name: row for row, name in timed}
+            for result in rows:
+                row = by_model[result["model"]]
+                reference = result["model"].partition(":")[2]
+                result.update(
+                    depth=MOBILENET if depth is None else depth,
+                    row=row.key,
+                    label=row.label_at(depth) + (f" ({REFERENCE_LABELS[reference]})" if reference else ""),
+                    fps_ratio=1 / result["ratio"],
+                    paper_fps_ratio=None if reference else paper_fps_ratio(row, timed[0][0], result["mode"]),
+                )
+            results += rows
+        repeats.append(results)
+    rows = combine_repeats(repeats)
+    print(table_markdown(rows, describe(args)))
     return rows
+
+
+def combine_repeats(repeats: List[List[Dict]]) -> List[Dict]:
+    """One row per depth, model, mode and format: the first run's row (its peak memory) with the
+    median over the runs of time and ratio, and every run's images/s ratio in ``fps_ratios``."""
+    combined = []
+    for first, *others in zip(*repeats):
+        runs = [first, *others]
+        ms = statistics.median(run["ms"] for run in runs)
+        combined.append(
+            {
+                **first,
+                "ms": ms,
+                "images_per_s": first["images_per_s"] * first["ms"] / ms,
+                "ratio": statistics.median(run["ratio"] for run in runs),
+                "fps_ratio": statistics.median(run["fps_ratio"] for run in runs),
+                "fps_ratios": [run["fps_ratio"] for run in runs],
+            }
+        )
+    return combined
+
+
+def table_markdown(rows: List[Dict], setup: Dict) -> str:
+    """The table as Markdown: per depth and format, each row's training and inference images/s and
+    their ratio to the backbone's (the median, and the range over the runs when there are several),
+    the paper's ratio beside, and the peak training memory as a ratio to the backbone's."""
+    by_key = {(row["depth"], row["model"], row["format"], row["mode"]): row for row in rows}
+    lines = [
+        " ".join(f"{key}={value}" for key, value in setup.items()),
+        "",
+        "| row | model | format | training images/s | vs backbone | paper | training memory vs backbone "
+        "| inference images/s | vs backbone | paper |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for row in rows:
+        key = (row["depth"], row["model"], row["format"])
+        if key in seen:
+            continue
+        seen.add(key)
+        cells = [row["label"], f"`{row['model']}`", row["format"]]
+        for mode in ("train", "eval"):
+            result = by_key.get((*key, mode))
+            if result is None:
+                cells += ["-"] * (4 if mode == "train" else 3)
+                continue
+            cells += [f"{result['images_per_s']:.1f}", _ratio_cell(result["fps_ratio"], result["fps_ratios"]),
+                      "-" if result["paper_fps_ratio"] is None else f"{result['paper_fps_ratio']:.3f}"]
+            if mode == "train":
+                cells.append("-" if result["peak_ratio"] is None else f"{result['peak_ratio']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ratio_cell(median: float, runs: List[float]) -> str:
+    if len(runs) < 2:
+        return f"{median:.3f}"
+    return f"{median:.3f} ({min(runs):.3f}-{max(runs):.3f})"
 
 
 def run_onnx(args: argparse.Namespace) -> List[Dict]:
@@ -342,15 +475,16 @@ def format_onnx_row(row: Dict) -> str:
 
 
 def format_row(row: Dict) -> str:
+    peak = "- | -" if row["peak_mib"] is None else f"{row['peak_mib']:.0f} | {row['peak_ratio']:.3f}"
     return (
         f"| {row['model']} | {row['mode']} | {row['format']} | {row['ms']:.1f} | {row['images_per_s']:.1f} "
-        f"| {row['ratio']:.3f} | {row['peak_mib']:.0f} | {row['peak_ratio']:.3f} |"
+        f"| {row['ratio']:.3f} | {peak} |"
     )
 
 
-def print_header(baseline: str) -> None:
-    print(f"| model | mode | format | ms/step | images/s | time vs {baseline} | peak MiB | memory vs {baseline} |")
-    print("|---|---|---|---|---|---|---|---|")
+def print_header(baseline: str, out: TextIO = sys.stdout) -> None:
+    print(f"| model | mode | format | ms/step | images/s | time vs {baseline} | peak MiB | memory vs {baseline} |", file=out)
+    print("|---|---|---|---|---|---|---|---|", file=out)
 
 
 def describe(args: argparse.Namespace) -> Dict:
@@ -362,21 +496,25 @@ def describe(args: argparse.Namespace) -> Dict:
         "batch_size": args.batch_size,
         "image_size": args.image_size,
         "steps": args.steps,
+        "warmup": args.warmup,
         "amp": args.amp,
         "compile": args.compile,
     }
 
 
 def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog="benchmark.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", help="registered model names (default eca_resnet50)")
     parser.add_argument("--table", choices=["sota"],
                         help="time the rows of the paper's Table 3 at --depth against its plain backbone instead of --models")
-    parser.add_argument("--depth", choices=[*map(str, DEPTHS), MOBILENET], default="50",
-                        help="with --table: the ResNet depth, or mobilenet for the MobileNetV2 rows (default 50)")
+    parser.add_argument("--depth", choices=[*map(str, DEPTHS), MOBILENET, "all"], default="50",
+                        help="with --table: the ResNet depth, mobilenet for the MobileNetV2 rows, or all of them (default 50)")
     parser.add_argument(
-        "--reference", action="store_true", help="also time each ECA model with the original code's ECA layer"
+        "--reference", nargs="*", choices=sorted(REFERENCE_LAYERS), default=None,
+        help="also time each ECA model with other code's ECA layer: the original code's, timm's (default: both)",
     )
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --table: time the whole table this many times over (the median and the range are reported)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--channels-last", action="store_true", help="same as --formats channels_last")
@@ -396,8 +534,14 @@ def parse_args(argv: Optional[Iterable[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.channels_last:
         args.formats = ["channels_last"]
-    if args.table and (args.models or args.reference or args.onnx):
-        parser.error("--table times the table's rows: leave out --models, --reference and --onnx")
+    if args.table and (args.models or args.onnx):
+        parser.error("--table times the table's rows: leave out --models and --onnx")
+    if args.repeat < 1 or (args.repeat > 1 and not args.table):
+        parser.error("--repeat is a positive number of runs of --table")
+    args.reference = [] if args.reference is None else args.reference or sorted(REFERENCE_LAYERS)
+    missing = missing_reference_packages(args.reference)
+    if missing:
+        parser.error(f"--reference {' '.join(missing)} needs {', '.join(missing)}: pip install {' '.join(missing)}")
     args.models = args.models or ["eca_resnet50"]
     unknown = [name for name in args.models if name != BASELINE and name not in models.model_names]
     if unknown:
@@ -420,7 +564,8 @@ def main(argv: Optional[Iterable[str]] = None) -> List[Dict]:
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     setup = describe(args)
-    print(" ".join(f"{key}={value}" for key, value in setup.items()))
+    if not args.table:
+        print(" ".join(f"{key}={value}" for key, value in setup.items()))
     if args.onnx:
         print("| model | batch | eager PyTorch ms | ONNX Runtime ms | ONNX Runtime vs eager | largest difference |")
         print("|---|---|---|---|---|---|")

@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 import models
 from models import EfficientChannelAttention
-from scripts.benchmark import cpu_step_peak_rise, original_eca_forward, with_original_eca
+from scripts.benchmark import cpu_step_peak_rise, original_eca_forward, with_reference_eca
 
 FORMS = ["scale", "residual", "residual_over_identity"]
 
@@ -176,8 +176,8 @@ def test_cuda_autocast_is_as_accurate_as_the_original_code(dtype):
     """Under autocast both drift from float32; the fast path may not drift more than the original does."""
     torch.manual_seed(6)
     model = models.eca_resnet18(num_classes=10).cuda().to(memory_format=torch.channels_last)
-    original = with_original_eca(copy.deepcopy(model))
-    exact = with_original_eca(copy.deepcopy(model))
+    original = with_reference_eca(copy.deepcopy(model), "original")
+    exact = with_reference_eca(copy.deepcopy(model), "original")
     images = torch.randn(8, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
     results = []
     for net, precision in ((model, dtype), (original, dtype), (exact, None)):
@@ -210,7 +210,7 @@ def test_model_matches_the_original_code_in_training(arch, memory_format):
     """Whole networks, downsampling blocks included: logits, every gradient and BatchNorm's running stats."""
     torch.manual_seed(8)
     model = models.create_model(arch, num_classes=10).double().to(memory_format=memory_format).train()
-    reference = with_original_eca(copy.deepcopy(model))
+    reference = with_reference_eca(copy.deepcopy(model), "original")
     images = torch.randn(2, 3, 64, 64, dtype=torch.float64).contiguous(memory_format=memory_format)
     logits, ref_logits = model(images), reference(images)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
@@ -269,7 +269,7 @@ def test_eca_resnet50_saves_one_activation_less_per_block_than_the_original_code
     model = models.eca_resnet50()
     plain = saved_activation_bytes(models.resnet50(), images)
     fast = saved_activation_bytes(model, images)
-    original = saved_activation_bytes(with_original_eca(copy.deepcopy(model)), images)
+    original = saved_activation_bytes(with_reference_eca(copy.deepcopy(model), "original"), images)
     downsampling = block_output_bytes(model, images, downsampling_only=True)
     every_block = block_output_bytes(model, images, downsampling_only=False)
     gates = 16 * 2 * images.shape[0] * 2048 * 8  # per ECA layer: pooled responses and gate, at most 2048 channels

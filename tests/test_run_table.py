@@ -3,7 +3,6 @@ SIGKILL in the second row and the same command continuing, --collect, SLURM subm
 stand-in sbatch, and bad input."""
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -15,12 +14,10 @@ from PIL import Image
 from test_robustness import make_images
 
 import models
-from scripts.benchmark import main as benchmark_main
-from scripts.benchmark import paper_fps_ratio as fps_ratio
 from scripts.run_table import main as run_table_main
 from utils.checkpoint import load_checkpoint_file
 from utils.counting.complexity import count_parameters
-from utils.paper.tables import SOTA, PaperRow, registered_model_name, table_rows
+from utils.paper.tables import PaperRow, registered_model_name
 
 # 3 classes x 4 training images at batch 4: 3 steps an epoch, a step checkpoint after each but the last
 MAIN_FLAGS = ["-j", "0", "-b", "4", "--image-size", "32", "--min-scale", "1", "-p", "1", "--lr", "0.01", "--checkpoint-every", "1"]
@@ -189,32 +186,3 @@ def test_a_row_whose_model_is_not_registered_says_so_in_one_line():
     row = PaperRow("se_var9", "SE-Var9", "se_var9_resnet{depth}")
     with pytest.raises(ValueError, match=r"^row se_var9: model se_var9_resnet18 is not registered$"):
         registered_model_name(row, 18)
-
-
-def test_benchmark_table_times_every_registered_row_against_the_backbone(capsys, tmp_path):
-    rows = benchmark_main(["--table", "sota", "--depth", "18", "--image-size", "32", "--batch-size", "2", "--steps", "1",
-                           "--warmup", "0", "--formats", "nchw", "--threads", "1", "--json", str(tmp_path / "rows.json")])
-    out = capsys.readouterr().out
-    section = table_rows(SOTA, 18)
-    registered = [(row.key, row.model.format(depth=18)) for row in section if row.model.format(depth=18) in models.list_models()]
-    assert registered[0] == ("resnet", "resnet18") and ("eca_net", "eca_resnet18") in registered
-    assert [(row["row"], row["model"]) for row in rows] == registered * 2
-    assert [row["mode"] for row in rows] == ["eval"] * len(registered) + ["train"] * len(registered)
-    skipped = [f"{key} (model {name} is not registered)" for key, name in ((row.key, row.model.format(depth=18)) for row in section)
-               if (key, name) not in registered]
-    assert (f"skipped: {', '.join(skipped)}\n" in out) == bool(skipped)
-    for mode in ("eval", "train"):
-        backbone, *others = [row for row in rows if row["mode"] == mode]
-        assert backbone["fps_ratio"] == 1.0
-        for row in others:
-            assert row["fps_ratio"] == pytest.approx(row["images_per_s"] / backbone["images_per_s"])
-    assert all(row["paper_fps_ratio"] is None for row in rows)  # the poster gives no FPS at ResNet-18
-    assert "| ECA-Net-18 | eca_resnet18 | training | nchw |" in out
-    assert [row["model"] for row in json.loads((tmp_path / "rows.json").read_text())["rows"]] == [row["model"] for row in rows]
-
-
-def test_the_paper_ratios_beside_the_benchmark_are_its_fps_over_the_backbones():
-    resnet, *_, eca = table_rows(SOTA, 50)
-    assert fps_ratio(eca, resnet, "train") == pytest.approx(785 / 1024) == pytest.approx(0.767, abs=5e-4)
-    assert fps_ratio(eca, resnet, "eval") == pytest.approx(1805 / 1855) == pytest.approx(0.973, abs=5e-4)
-    assert fps_ratio(table_rows(SOTA, 50)[3], resnet, "train") is None  # A2-Nets: no timing
