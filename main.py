@@ -63,7 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("-j", "--workers", default=4, type=int, metavar="N", help="data-loading workers per process")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPES,
                         help="the training recipe every setting left out comes from: " + "; ".join(
-                            f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()) + f" (default: {DEFAULT_RECIPE})")
+                            f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()).replace("%", "%%") + " (default: %(default)s)")
     parser.add_argument("--print-recipe", action="store_true",
                         help="print the settings the recipe and the other flags resolve to, and where each comes from, then exit")
     parser.add_argument("--epochs", default=None, type=int, metavar="N", help="total epochs (100; 400 for MobileNetV2)")

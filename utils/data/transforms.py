@@ -15,7 +15,7 @@ same seed they cut the same boxes:
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torchvision import transforms
@@ -46,9 +46,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PIPELINES = ("fast", "pil")
 
 
-AUTO_AUGMENTS = ("none", "ra", "ta_wide")
-"""Automatic augmentation policies by torchvision's reference names: ``ra`` RandAugment (two
-operations), ``ta_wide`` TrivialAugmentWide."""
+_BILINEAR = v2.InterpolationMode.BILINEAR
+
+AUTO_AUGMENTS: Dict[str, Callable[[int], List[v2.Transform]]] = {
+    "none": lambda magnitude: [],
+    # RandAugment: two operations, each at ``magnitude`` of its 31 bins.
+    "ra": lambda magnitude: [v2.RandAugment(magnitude=magnitude, interpolation=_BILINEAR)],
+    "ta_wide": lambda magnitude: [v2.TrivialAugmentWide(interpolation=_BILINEAR)],
+}
+"""Automatic augmentation policies by torchvision's reference names -> the transforms of the
+policy at a magnitude (which only RandAugment reads), for PIL images and uint8 tensors alike.
+A new policy is one entry here: ``--auto-augment`` offers every name."""
 
 MEAN_PIXEL = [int(round(255 * mean)) for mean in IMAGENET_MEAN]
 """What random erasing fills uint8 images with: ImageNet's mean colour, which normalising makes
@@ -67,13 +75,8 @@ class Augmentation:
     random_erase: float = 0.0
 
     def policy(self) -> List[v2.Transform]:
-        """The policy's transform (none: no transform), for PIL images or uint8 tensors alike."""
-        bilinear = v2.InterpolationMode.BILINEAR
-        if self.auto_augment == "ra":
-            return [v2.RandAugment(magnitude=self.ra_magnitude, interpolation=bilinear)]
-        if self.auto_augment == "ta_wide":
-            return [v2.TrivialAugmentWide(interpolation=bilinear)]
-        return []
+        """The policy's transforms (none: no transform), for PIL images or uint8 tensors alike."""
+        return AUTO_AUGMENTS[self.auto_augment](self.ra_magnitude)
 
     def erasing(self, value: Sequence[float]) -> List[v2.Transform]:
         """Random erasing that fills with ``value``, if on."""
