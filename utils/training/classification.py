@@ -4,7 +4,7 @@ batch is mixed), the running loss, Prec@1 and Prec@5 behind its progress lines, 
 pass (of the model, and of its EMA beside it), and what an epoch's log row and checkpoint say
 (see utils/training/run.py)."""
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -56,16 +56,17 @@ class BinaryCrossEntropy(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, target)
 
 
-LOSSES = ("ce", "bce")
-"""``ce``: ``nn.CrossEntropyLoss`` (with ``label_smoothing``); ``bce``: :class:`BinaryCrossEntropy`."""
+LOSSES: Dict[str, Callable[[float], nn.Module]] = {
+    "ce": lambda label_smoothing: nn.CrossEntropyLoss(label_smoothing=label_smoothing),
+    "bce": BinaryCrossEntropy,
+}
+"""Training losses by name -> the loss at a label smoothing; each takes class indices or per-class
+target weights (a mixed batch's). A new loss is one entry here: ``--loss`` offers every name."""
 
 
 def build_criterion(loss: str, label_smoothing: float = 0.0) -> nn.Module:
-    """The training loss named in :data:`LOSSES`; both take class indices or per-class target weights.
-    Without smoothing, ``ce`` is the paper's ``nn.CrossEntropyLoss()``."""
-    if loss == "bce":
-        return BinaryCrossEntropy(label_smoothing)
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    """The training loss :data:`LOSSES` names. Without smoothing, ``ce`` is the paper's ``nn.CrossEntropyLoss()``."""
+    return LOSSES[loss](label_smoothing)
 
 
 def _output_and_loss(
