@@ -25,6 +25,7 @@ from utils.training.classification import LOSSES, ClassificationTask, build_crit
 from utils.training.device import wrap_model
 from utils.training.optim import (
     OPTIMIZERS,
+    SCHEDULES,
     LearningRateSchedule,
     Optimization,
     WeightAverage,
@@ -46,7 +47,8 @@ from utils.training.recipes import (
 from utils.training.run import TrainingPlan, add_process_arguments, run_command, run_start, start_process, train_and_evaluate
 
 DEFAULT_ARCH = "eca_resnet50"
-SCHEDULE_NAMES = ("step", "cosine")
+EPOCH_SCHEDULES = [name for name, kind in SCHEDULES.items() if not kind.per_step]
+"""The schedules main.py's flags describe; a per-step one (detect.py's 1x) counts its milestones in steps."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -135,7 +137,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="weight decay of normalization layers' weights and biases (default: --wd)")
     group.add_argument("--bias-weight-decay", default=None, type=float, metavar="W",
                        help="weight decay of every bias (default: --wd, or --norm-weight-decay for a norm layer's)")
-    group.add_argument("--sched", default=None, choices=SCHEDULE_NAMES,
+    group.add_argument("--sched", default=None, choices=EPOCH_SCHEDULES,
                        help="lr schedule per epoch: step (x --lr-gamma every --lr-step epochs) or cosine (down to --min-lr) (step)")
     group.add_argument("--min-lr", default=None, type=float, metavar="LR", help="the cosine schedule's last lr (0)")
     group.add_argument("--warmup-epochs", default=None, type=int, metavar="N",
