@@ -41,14 +41,7 @@ RUN = [
 TIMING_COLUMNS = {"train_images_per_s", "epoch_seconds"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Runs in this process use one thread, as the subprocesses (helpers.script_env): the thread
-    count can change how a convolution sums, and so the last bits of the weights."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

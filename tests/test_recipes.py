@@ -43,13 +43,7 @@ TINY = ["--image-size", "32", "--min-scale", "0.5", "-b", "4", "-j", "0", "-p", 
 TIMING_COLUMNS = {"train_images_per_s", "epoch_seconds"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """In-process runs on one thread, as the subprocesses: the thread count can change the last bits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
