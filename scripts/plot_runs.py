@@ -106,7 +106,7 @@ def plot(args: argparse.Namespace) -> int:
     logged = {name: log for name, log in logs.items() if log["epoch"]}
     if not logged:
         raise UsageError("no run has finished an epoch yet")
-    png, pdf = save_chart(line_chart(panels(logged), "epoch", columns=len(PANELS), panel_size=(4.2, 3.6), integer_x=True), args.out)
+    png, pdf = save_chart(line_chart(panels(logged), "epoch", columns=len(PANELS), panel_size=(3.4, 3.2), integer_x=True), args.out)
     epochs = max(len(log["epoch"]) for log in logged.values())
     not_yet = f"; no epoch yet: {', '.join(waiting)}" if waiting else ""
     print(f"=> {png} and {pdf}: {len(logged)} run(s), up to {epochs} epoch{'' if epochs == 1 else 's'}{not_yet}")

@@ -250,7 +250,7 @@ def test_plot_runs_draws_every_run_that_has_an_epoch_named_by_the_shortest_disti
     result = run_script("scripts/plot_runs.py", eca, se, fresh, "--out", out, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"=> {out} and {out.with_suffix('.pdf')}: 2 run(s), up to 3 epochs; no epoch yet: cbam/seed0\n"
-    assert_png_and_pdf(out, out.with_suffix(".pdf"), (1260, 360))
+    assert_png_and_pdf(out, out.with_suffix(".pdf"), (1020, 320))
 
 
 def test_plot_runs_panels_hold_each_runs_columns_against_its_epochs(tmp_path):
