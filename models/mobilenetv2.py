@@ -50,7 +50,9 @@ class ConvBNReLU(nn.Sequential):
 class InvertedResidual(nn.Module):
     """The block; its attention, if any, is the last layer of ``conv``, after the projection's
     BatchNorm, on the block's output channels, whether or not the block is residual (the
-    official ECA-MobileNetV2's place, ``features.N.conv.K``)."""
+    official ECA-MobileNetV2's place, ``features.N.conv.K``). The BatchNorm's output is a
+    temporary that only the attention reads, so the block lets the layer write over it
+    (``ChannelAttention.inplace``), as torchvision's blocks let a ReLU."""
 
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int, attention: Optional[ChannelAttention]) -> None:
         super().__init__()
@@ -65,6 +67,7 @@ class InvertedResidual(nn.Module):
             nn.BatchNorm2d(oup),
         ]
         if attention is not None:
+            attention.inplace = True
             layers.append(attention)
         self.conv = nn.Sequential(*layers)
 

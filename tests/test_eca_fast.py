@@ -10,9 +10,11 @@ from torch.func import functional_call
 
 import models
 from models import EfficientChannelAttention
+from models.mobilenetv2 import InvertedResidual
 from scripts.benchmark import cpu_step_peak_rise, original_eca_forward, with_reference_eca
 
-FORMS = ["scale", "residual", "residual_over_identity"]
+FORMS = ["scale", "scale_in_place", "residual", "residual_over_identity"]
+SCALE_FORMS = ("scale", "scale_in_place")
 
 
 def plain_eca(x: torch.Tensor, weight: torch.Tensor, identity=None) -> torch.Tensor:
@@ -24,14 +26,17 @@ def plain_eca(x: torch.Tensor, weight: torch.Tensor, identity=None) -> torch.Ten
 
 
 def fast_eca(layer: EfficientChannelAttention, form: str, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """The layer in one of its three forms; the residual ones overwrite x or identity, so get copies."""
+    """The layer in one of its four forms; those that overwrite x or identity get copies."""
+    layer.inplace = form == "scale_in_place"
     if form == "scale":
         return layer(x)
+    if form == "scale_in_place":
+        return layer(x.clone())
     return layer(x.clone(), identity.clone(), overwrite_identity=form == "residual_over_identity")
 
 
 def plain_for(form: str, x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    return plain_eca(x, weight, None if form == "scale" else identity)
+    return plain_eca(x, weight, None if form in SCALE_FORMS else identity)
 
 
 def layout(t: torch.Tensor, memory_format: str) -> torch.Tensor:
@@ -72,23 +77,25 @@ def test_outputs_and_gradients_equal_the_plain_computation(form, memory_format, 
     if memory_format == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
     for grad, ref_grad in zip(grads, ref_grads):
-        if ref_grad is None:  # the identity in the "scale" form
+        if ref_grad is None:  # the identity in the scale forms
             assert grad is None
         else:
             torch.testing.assert_close(grad, ref_grad, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("k_size", [1, 3, 7])  # 7: wider than the 6 channels, all taps partly in the padding
 @pytest.mark.parametrize("form", FORMS)
-def test_gradcheck_float64(form):
+def test_gradcheck_float64(form, k_size):
     torch.manual_seed(1)
-    layer = EfficientChannelAttention(6, 3).double()
+    layer = EfficientChannelAttention(6, k_size).double()
+    layer.inplace = form == "scale_in_place"
     x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
     identity = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
     weight = layer.conv.weight.detach().clone().requires_grad_()
 
     def fn(x, identity, weight):
-        if form == "scale":
-            return functional_call(layer, {"conv.weight": weight}, (x,))
+        if form in SCALE_FORMS:
+            return functional_call(layer, {"conv.weight": weight}, (x.clone(),))
         overwrite_identity = form == "residual_over_identity"
         return functional_call(layer, {"conv.weight": weight}, (x.clone(), identity.clone(), overwrite_identity))
 
@@ -131,12 +138,13 @@ def test_eval_without_autograd(context, form):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_residual_forms_write_in_place(form):
-    """The residual forms reuse a buffer instead of allocating: that is where their memory saving comes from."""
+def test_in_place_forms_write_in_place(form):
+    """The in-place forms reuse a buffer instead of allocating: that is where their memory saving comes from."""
     layer = EfficientChannelAttention(8, 3)
+    layer.inplace = form == "scale_in_place"
     x, identity = torch.randn(2, 8, 4, 4, requires_grad=True) * 1, torch.randn(2, 8, 4, 4)
-    out = layer(x, identity, overwrite_identity=form == "residual_over_identity") if form != "scale" else layer(x)
-    expected = {"scale": None, "residual": x, "residual_over_identity": identity}[form]
+    out = layer(x, identity, overwrite_identity=form == "residual_over_identity") if form not in SCALE_FORMS else layer(x)
+    expected = {"scale": None, "scale_in_place": x, "residual": x, "residual_over_identity": identity}[form]
     if expected is None:
         assert out.data_ptr() not in (x.data_ptr(), identity.data_ptr())
     else:
@@ -204,15 +212,21 @@ def test_benchmark_reference_is_the_plain_computation():
         ("eca_resnet18", torch.contiguous_format),
         ("eca_resnet50", torch.contiguous_format),
         ("eca_resnet50", torch.channels_last),
+        ("eca_mobilenet_v2", torch.contiguous_format),
+        ("eca_mobilenet_v2", torch.channels_last),
     ],
 )
 def test_model_matches_the_original_code_in_training(arch, memory_format):
-    """Whole networks, downsampling blocks included: logits, every gradient and BatchNorm's running stats."""
+    """Whole networks, downsampling blocks (ResNet) and blocks with and without a residual
+    connection (MobileNetV2, k = 1 and 3) included: logits, every gradient and BatchNorm's running stats."""
     torch.manual_seed(8)
     model = models.create_model(arch, num_classes=10).double().to(memory_format=memory_format).train()
     reference = with_reference_eca(copy.deepcopy(model), "original")
     images = torch.randn(2, 3, 64, 64, dtype=torch.float64).contiguous(memory_format=memory_format)
-    logits, ref_logits = model(images), reference(images)
+    torch.manual_seed(9)  # the same dropout in MobileNetV2's classifier for both
+    logits = model(images)
+    torch.manual_seed(9)
+    ref_logits = reference(images)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
     targets = torch.tensor([3, 7])
     F.cross_entropy(logits, targets).backward()
@@ -277,17 +291,81 @@ def test_eca_resnet50_saves_one_activation_less_per_block_than_the_original_code
     assert original - plain >= every_block
 
 
+def attention_output_bytes(model: torch.nn.Module, images: torch.Tensor, residual_only: bool) -> int:
+    """Bytes of the attention layers' outputs in MobileNetV2's blocks (of the blocks with a residual connection, if asked)."""
+    sizes = []
+    hooks = [
+        block.conv[-1].register_forward_hook(lambda module, inputs, output: sizes.append(output.numel() * output.element_size()))
+        for block in model.modules()
+        if isinstance(block, InvertedResidual) and (block.use_res_connect or not residual_only)
+    ]
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    return sum(sizes)
+
+
+def test_eca_mobilenet_v2_keeps_its_scaled_map_only_where_a_residual_is_added():
+    """Written over the projection's BatchNorm output, ECA's product is what the next block keeps for
+    its own backward anyway where no residual is added to it; where one is, it is one map more than
+    MobileNetV2 keeps. The original code keeps its input in every block."""
+    torch.manual_seed(13)
+    images = torch.randn(2, 3, 64, 64)
+    model = models.eca_mobilenet_v2()
+    plain = saved_activation_bytes(models.mobilenet_v2(), images)
+    fast = saved_activation_bytes(model, images)
+    original = saved_activation_bytes(with_reference_eca(copy.deepcopy(model), "original"), images)
+    residual = attention_output_bytes(model, images, residual_only=True)
+    every_block = attention_output_bytes(model, images, residual_only=False)
+    gates = 17 * 2 * images.shape[0] * 320 * 8  # per ECA layer: pooled responses and gate, at most 320 channels
+    assert residual <= fast - plain <= residual + gates
+    assert original - plain >= every_block
+
+
 def test_conv_hooks_see_every_call():
     """FLOP counters (utils/counting/complexity.py) hook ``conv``: the fast path must call it as a module."""
     layer = EfficientChannelAttention(8, 3)
     calls = []
-    layer.conv.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    hook = layer.conv.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
     x = torch.randn(2, 8, 4, 4, requires_grad=True)
     layer(x)
     layer(x * 1, torch.randn(2, 8, 4, 4))
     with torch.no_grad():
         layer(x)
     assert calls == [torch.Size([2, 1, 8])] * 3
+    hook.remove()
+    seen = []
+    global_hook = torch.nn.modules.module.register_module_forward_hook(lambda module, inputs, output: seen.append(module))
+    try:
+        layer(x)
+    finally:
+        global_hook.remove()
+    assert seen == [layer.conv, layer]
+
+
+def test_the_hooked_and_the_unhooked_gate_agree():
+    """Without hooks the gate's k-tap convolution is shifted products, with them the Conv1d module: the same numbers."""
+    torch.manual_seed(14)
+    layer = EfficientChannelAttention(40, 5).double()
+    x = torch.randn(3, 40, 4, 4, dtype=torch.float64)
+    unhooked = layer._gate(x)[1]
+    hook = layer.conv.register_forward_hook(lambda module, inputs, output: None)
+    hooked = layer._gate(x)[1]
+    hook.remove()
+    torch.testing.assert_close(hooked, unhooked, rtol=1e-14, atol=1e-15)
+
+
+def test_in_place_scale_keeps_a_leaf_that_requires_grad():
+    """``inplace`` is a permission: a leaf that autograd must keep is not written over."""
+    layer = EfficientChannelAttention(8, 3)
+    layer.inplace = True
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    before = x.detach().clone()
+    out = layer(x)
+    assert out.data_ptr() != x.data_ptr() and torch.equal(x.detach(), before)
+    out.sum().backward()
+    assert x.grad is not None
 
 
 def test_no_state_outside_parameters():
