@@ -131,8 +131,9 @@ def test_recipe_paper_and_every_ingredient_off_train_as_no_recipe_does(data, pap
 
 def test_recipe_paper_trains_bitwise_as_the_code_before_recipes(data, paper_runs):
     """The weights' SHA-256 after two tiny epochs, recorded with the code of 2f68a93 (before
-    recipes). Bitwise only where the JPEGs, their decoding and torch's kernels are those of the
-    machine it was recorded on; elsewhere the test says so and stops."""
+    recipes) and re-recorded where ECA's rounding changed (the fixture says where). Bitwise
+    only where the JPEGs, their decoding and torch's kernels are those of the machine it was
+    recorded on; elsewhere the test says so and stops."""
     reference = json.loads(FIXTURE.read_text())
     if machine_fingerprint(data) != reference["machine_fingerprint"]:
         pytest.skip("this machine's JPEG codec or CPU kernels round otherwise than the recording machine's")
