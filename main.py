@@ -220,7 +220,8 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError("--decode-device cuda: CUDA is not available; leave it out to decode in the CPU workers")
     if args.decode_device == "cuda" and args.train_pipeline == "pil":
         raise UsageError("--decode-device cuda decodes for the fast pipeline; leave out --train-pipeline pil")
-    if args.ksize is not None:
+    # Without -a, a --resume or --pretrained file names the model, and load_model checks k against it.
+    if args.ksize is not None and (args.arch is not None or not (args.resume or args.pretrained)):
         arch = args.arch or DEFAULT_ARCH
         try:
             with torch.device("meta"):
@@ -237,7 +238,7 @@ def folder_datasets(args: argparse.Namespace, early: ResolvedRecipe) -> Tuple[An
     settings = early.values()
     pipeline = "encoded" if args.decode_device == "cuda" else args.train_pipeline
     augmentation = Augmentation(settings["auto_augment"], settings["ra_magnitude"], settings["random_erase"])
-    if pipeline == "encoded" and augmentation != Augmentation():
+    if pipeline == "encoded" and augmentation.changes_images:
         raise UsageError("--decode-device cuda crops on the GPU, where --auto-augment and --random-erase do not run; "
                          "leave it out, or turn them off (--auto-augment none --random-erase 0)")
     train = None if args.evaluate else build_dataset(

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 
 import models
 from models.detection import detector_names
-from utils.console import OneLineErrorParser, exit_status_of
+from utils.console import OneLineErrorParser, exit_status_of, positive_int
 from utils.counting.complexity import measure
 from utils.paper import tables as paper_tables
 from utils.paper.count_tables import (
@@ -42,12 +42,6 @@ from utils.paper.count_tables import (
     report_detector,
     table_3,
 )
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -70,13 +64,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ksize", help="ECA kernel sizes, e.g. 3557 or adaptive (default: the released model's)")
     parser.add_argument(
         "--input-size",
-        type=_positive_int,
+        type=positive_int,
         help=f"classification image side in pixels (default {PAPER_INPUT_SIZE}); "
         f"detectors are counted at {DUMMY_INPUT_LABEL}, as the paper's table",
     )
     parser.add_argument(
         "--num-classes",
-        type=_positive_int,
+        type=positive_int,
         help=f"classifier outputs (default {PAPER_CLASSES}); detectors: classes with background "
         "for the R-CNNs (default 81), without for RetinaNet (default 80)",
     )

@@ -34,7 +34,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 import models
 from models.detection import COCO_CLASSES, detector_names
 from utils.checkpoint import atomic_write, extract_state_dict, load_checkpoint_file, load_model
-from utils.console import exit_status_of, show_warnings_as_one_line
+from utils.console import OneLineErrorParser, device_argument, exit_status_of, positive_int, show_warnings_as_one_line
 from utils.data.decode import encode_png, unreadable_reason
 from utils.data.transforms import build_transform
 from utils.detection.checkpoint import load_detector
@@ -194,19 +194,20 @@ def detect(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     parser.add_argument("-a", "--arch", choices=models.model_names + detector_names, metavar="ARCH",
                         help="classifier or detector name (default: read from the weights)")
     parser.add_argument("--weights", required=True,
                         help="checkpoint file: released, saved by main.py or detect.py, or a state_dict")
-    parser.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
-    parser.add_argument("--image-size", type=int, default=224, help="centre-crop size (default 224)")
+    parser.add_argument("--topk", type=positive_int, default=5, help="classes to print per image (default 5)")
+    parser.add_argument("--image-size", type=positive_int, default=224, help="centre-crop size (default 224)")
     parser.add_argument("--score-thresh", type=float, default=0.5,
                         help="detection: print and draw detections scoring at least this (default 0.5)")
     parser.add_argument("--out-dir", default="predictions",
                         help="detection: where the PNGs go (default predictions/)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device_argument, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda where there is one)")
     return parser.parse_args(argv)
 
 

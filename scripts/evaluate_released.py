@@ -34,7 +34,16 @@ import models  # noqa: E402
 from models import layout  # noqa: E402
 from utils.checkpoint import CheckpointError, atomic_write, format_kernel_sizes, load_model  # noqa: E402
 from utils.checkpoint.integrity import DIGEST_KEY  # noqa: E402
-from utils.console import EXIT_BAD_INPUT, EXIT_FAILED, OneLineErrorParser, exit_status_of, show_warnings_as_one_line  # noqa: E402
+from utils.console import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    OneLineErrorParser,
+    device_argument,
+    exit_status_of,
+    non_negative_int,
+    positive_int,
+    show_warnings_as_one_line,
+)
 from utils.counting.complexity import binary_units, count_parameters, paper_flops  # noqa: E402
 from utils.data.datasets import build_dataset  # noqa: E402
 from utils.data.loaders import build_loader  # noqa: E402
@@ -219,23 +228,17 @@ def csv_text(rows: List[Row]) -> str:
     return text.getvalue()
 
 
-def _count(text: str) -> int:
-    """A number of batches: 0 or more."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return int(text)
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files or folders of them")
     parser.add_argument("--data", required=True, help="dataset root holding val/<class>/<image>")
-    parser.add_argument("-b", "--batch-size", type=int, default=100, help="evaluation batch size (default 100)")
-    parser.add_argument("-j", "--workers", type=int, default=4, help="data-loading processes (default 4)")
-    parser.add_argument("--image-size", type=int, default=224, help="centre-crop size (default 224)")
-    parser.add_argument("--print-freq", type=int, default=50, help="progress line every N batches (0: none)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--speed-batches", type=_count, default=5, help="timed batches for images/s (default 5; 0: not measured)")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=100, help="evaluation batch size (default 100)")
+    parser.add_argument("-j", "--workers", type=non_negative_int, default=4, help="data-loading processes (default 4)")
+    parser.add_argument("--image-size", type=positive_int, default=224, help="centre-crop size (default 224)")
+    parser.add_argument("--print-freq", type=non_negative_int, default=50, help="progress line every N batches (0: none)")
+    parser.add_argument("--device", type=device_argument, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda where there is one)")
+    parser.add_argument("--speed-batches", type=non_negative_int, default=5, help="timed batches for images/s (default 5; 0: not measured)")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     return parser.parse_args(argv)

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
 from utils.checkpoint import atomic_write, load_model  # noqa: E402
-from utils.console import OneLineErrorParser, UsageError, exit_status_of, show_warnings_as_one_line  # noqa: E402
+from utils.console import OneLineErrorParser, UsageError, exit_status_of, positive_int, show_warnings_as_one_line  # noqa: E402
 from utils.data.datasets import SkippingImageFolder, build_dataset  # noqa: E402
 from utils.data.loaders import collate_readable  # noqa: E402
 from utils.paper.charts import LinePanel, LineSeries, chart_paths, line_chart, save_chart  # noqa: E402
@@ -33,11 +33,6 @@ from utils.paper.gates import GateRecorder, attention_layers, block_of, last_sta
 DEFAULT_CLASSES = 4
 DEFAULT_IMAGE_SIZE = 224
 
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -50,10 +45,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--classes", nargs="+", metavar="C", default=[str(DEFAULT_CLASSES)],
                         help=f"a number N (the split's first N classes) or class folder names (default {DEFAULT_CLASSES})")
     parser.add_argument("--split", default="val", help="the ImageFolder under DIR (default val)")
-    parser.add_argument("--images-per-class", type=_positive_int, default=50, metavar="N", help="at most N images a class (default 50)")
-    parser.add_argument("--image-size", type=_positive_int, metavar="S",
+    parser.add_argument("--images-per-class", type=positive_int, default=50, metavar="N", help="at most N images a class (default 50)")
+    parser.add_argument("--image-size", type=positive_int, metavar="S",
                         help=f"evaluation crop (default: the size the checkpoint trained at, else {DEFAULT_IMAGE_SIZE})")
-    parser.add_argument("-b", "--batch-size", type=_positive_int, default=32)
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=32)
     parser.add_argument("-j", "--workers", type=int, default=2, metavar="N", help="data-loading workers (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", default="gates.png", metavar="FILE",

@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from torchvision.datasets.folder import find_classes  # noqa: E402
 
 import models  # noqa: E402
 from utils.checkpoint import atomic_write  # noqa: E402
-from utils.console import OneLineErrorParser, UsageError, exit_status_of, parse_ksize  # noqa: E402
+from utils.console import OneLineErrorParser, UsageError, exit_status_of, parse_ksize, positive_int  # noqa: E402
 from utils.counting.complexity import count_parameters, paper_flops  # noqa: E402
 from utils.longrun.preemption import EXIT_STOPPED  # noqa: E402
 from utils.paper.report import RowResult, TableChart, accuracy_figure, kernel_size_figure, write_table  # noqa: E402
@@ -95,11 +96,6 @@ def split_passthrough(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
     return argv[:index], argv[index + 1:]
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
     own, passthrough = split_passthrough(sys.argv[1:] if argv is None else argv)
@@ -112,14 +108,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
     parser.add_argument("--rows", nargs="+", metavar="ROW", help="train only these rows, named as the table's in lower case")
     parser.add_argument("--recipe", choices=RECIPES,
                         help=f"main.py's training recipe for every row (default: main.py's, {DEFAULT_RECIPE})")
-    parser.add_argument("--epochs", type=_positive_int, help="epochs of every run (default: the recipe's, the paper's 100 for ResNets)")
+    parser.add_argument("--epochs", type=positive_int, help="epochs of every run (default: the recipe's, the paper's 100 for ResNets)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S",
                         help="one run per seed and row; the table gives mean +- std over seeds (default: 0)")
     parser.add_argument("--out", metavar="DIR", help="where the runs and the table go (default runs/table_<TABLE>)")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
                         help="local: main.py here; torchrun: --nproc-per-node processes here; slurm: sbatch "
                         "scripts/slurm/train.sbatch per run, then --collect (default local)")
-    parser.add_argument("--nproc-per-node", type=_positive_int, default=1, help="processes per run with --launcher torchrun")
+    parser.add_argument("--nproc-per-node", type=positive_int, default=1, help="processes per run with --launcher torchrun")
     parser.add_argument("--collect", action="store_true", help="only build the table from the runs' directories")
     args = parser.parse_args(own)
     if args.table not in TABLES:
@@ -302,11 +298,24 @@ def run(args: argparse.Namespace, passthrough: Sequence[str]) -> int:
     if args.launcher == "slurm":
         submit_all(planned, args, passthrough, data)
         write()
-        print(f"=> when the jobs are done: python scripts/run_table.py {args.table} {args.data} --depth {args.depth} "
-              f"--out {args.out} --collect", flush=True)
+        print(f"=> when the jobs are done: {collect_command(args)}", flush=True)
         return 0
     write()
     return train_all(planned, args, passthrough, data, write)
+
+
+def collect_command(args: argparse.Namespace) -> str:
+    """The command that builds this table from its runs once they are done: the same table, rows,
+    seeds, epochs, recipe and output, with --collect."""
+    words = ["python", "scripts/run_table.py", args.table, args.data, "--depth", str(args.depth), "--out", args.out]
+    if args.rows:
+        words += ["--rows", *args.rows]
+    words += ["--seeds", *map(str, args.seeds)]
+    if args.epochs is not None:
+        words += ["--epochs", str(args.epochs)]
+    if args.recipe:
+        words += ["--recipe", args.recipe]
+    return shlex.join([*words, "--collect"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

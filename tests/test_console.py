@@ -3,7 +3,17 @@
 import pytest
 
 from utils.checkpoint import CheckpointError, CheckpointSaveError
-from utils.console import EXIT_BAD_INPUT, EXIT_FAILED, TRAINING_EXIT_STATUSES, UsageError, exit_status_of
+from utils.console import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    TRAINING_EXIT_STATUSES,
+    OneLineErrorParser,
+    UsageError,
+    device_argument,
+    exit_status_of,
+    non_negative_int,
+    positive_int,
+)
 from utils.data.datasets import DataError
 from utils.distributed import PeerFailedError
 from utils.export import ExportError
@@ -51,3 +61,25 @@ def test_a_tools_own_input_errors_are_bad_input_and_anything_else_a_traceback(ca
 def test_the_actions_own_status_passes_through(capsys):
     assert exit_status_of(lambda: 75, "main.py: error") == 75
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "kind, text, message",
+    [
+        (positive_int, "0", "expected a positive integer, got '0'"),
+        (positive_int, "-3", "expected a positive integer, got '-3'"),
+        (non_negative_int, "two", "expected 0 or a positive integer, got 'two'"),
+        (device_argument, "foo", "unknown device 'foo'; e.g. cpu, cuda, cuda:1"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_flag(kind, text, message, capsys):
+    parser = OneLineErrorParser(prog="tool.py")
+    parser.add_argument("--value", type=kind)
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--value", text])
+    assert stop.value.code == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == f"tool.py: error: argument --value: {message}\n"
+
+
+def test_good_values_pass():
+    assert (positive_int("4"), non_negative_int("0"), device_argument("cpu")) == (4, 0, "cpu")

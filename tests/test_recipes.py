@@ -501,3 +501,10 @@ def test_torchrun_trains_every_ingredient_on_two_processes(larger_data, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     assert "=> weights identical on all 2 processes" in result.stdout
     assert result.stdout.count(" * EMA Prec@1") == 1
+
+
+def test_an_augmentation_changes_images_only_with_a_policy_or_erasing():
+    """What --decode-device cuda refuses: a policy or random erasing, not a RandAugment magnitude left set."""
+    assert not Augmentation("none", ra_magnitude=18).changes_images
+    assert Augmentation("ra").changes_images and Augmentation("ta_wide").changes_images
+    assert Augmentation(random_erase=0.25).changes_images

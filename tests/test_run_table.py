@@ -152,7 +152,10 @@ def test_slurm_submits_one_job_per_row_and_seed_once(data, tmp_path, monkeypatch
                 f"--output {run_dir}/slurm-%j.out {script} --seed {seed} --ksize {ksize} --epochs 2 -b 4"
             )
     assert submissions == expected
-    assert f"=> k3 seed 1: submitted as job 1 ({out / 'runs' / 'k3' / 'seed1'})" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"=> k3 seed 1: submitted as job 1 ({out / 'runs' / 'k3' / 'seed1'})" in printed
+    assert (f"=> when the jobs are done: python scripts/run_table.py kernel-size {data} --depth 18 --out {out} "
+            "--rows k3 adaptive --seeds 1 2 --epochs 2 --collect") in printed
     assert [row["status"] for row in read_csv(out / "table.csv")] == ["pending", "pending"]
     assert (out / "table.png").exists() and (out / "table.pdf").exists()  # Figure 4, saying that no run has finished
 
@@ -170,6 +173,8 @@ def test_slurm_submits_one_job_per_row_and_seed_once(data, tmp_path, monkeypatch
         (["sota", "{data}", "--depth", "18", "--rows", "cbam"], "sota at ResNet-18 has no row 'cbam'; its rows: resnet, senet, eca_net"),
         (["sota", "{data}", "--rows", "a2_nets"], "row a2_nets: the paper's numbers are copied from its peers; there is no model"),
         (["variants", "{data}", "--", "--seed", "3"], "-- --seed: run_table.py sets it for every row"),
+        # --output-dir, abbreviated as argparse allows
+        (["variants", "{data}", "--", "--output=elsewhere"], "-- --output: run_table.py sets it for every row"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, data, capsys):

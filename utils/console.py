@@ -1,6 +1,6 @@
 """How the command-line tools talk to their users: one-line errors for bad input and the exit
 status each error ends a tool with, one-line warnings, the exit statuses of the training
-scripts, and the command-line form of k."""
+scripts, the command-line form of k, and argparse types that refuse bad values in one line."""
 
 import argparse
 import sys
@@ -18,6 +18,9 @@ __all__ = [
     "training_parser",
     "exit_status_of",
     "parse_ksize",
+    "positive_int",
+    "non_negative_int",
+    "device_argument",
     "show_warnings_as_one_line",
 ]
 
@@ -88,6 +91,35 @@ def parse_ksize(text: Optional[str]) -> Optional[Union[str, List[str]]]:
     if text is None:
         return None
     return [entry.strip() for entry in text.split(",")] if "," in text else text
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count where 0 means none."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return int(text)
+
+
+def device_argument(text: str) -> str:
+    """argparse type of ``--device``: a device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; e.g. cpu, cuda, cuda:1") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices")
+    return text
 
 
 def show_warnings_as_one_line(prefix: str = "warning") -> None:

@@ -78,6 +78,11 @@ class Augmentation:
         """The policy's transforms (none: no transform), for PIL images or uint8 tensors alike."""
         return AUTO_AUGMENTS[self.auto_augment](self.ra_magnitude)
 
+    @property
+    def changes_images(self) -> bool:
+        """Whether it does anything after the crop and flip (a RandAugment magnitude alone does not)."""
+        return bool(self.policy()) or self.random_erase > 0
+
     def erasing(self, value: Sequence[float]) -> List[v2.Transform]:
         """Random erasing that fills with ``value``, if on."""
         return [v2.RandomErasing(p=self.random_erase, value=list(value))] if self.random_erase else []

@@ -60,11 +60,19 @@ class TableRun:
         return f"{self.row} seed {self.seed}"
 
 
+def _sets_reserved(name: str) -> bool:
+    """Whether main.py reads ``name`` as a reserved flag: argparse also takes a long option's
+    prefix (``--output`` for ``--output-dir``, ``--see`` for ``--seed``)."""
+    if name in RESERVED_MAIN_FLAGS:
+        return True
+    return name.startswith("--") and len(name) > 2 and any(flag.startswith(name) for flag in RESERVED_MAIN_FLAGS if flag.startswith("--"))
+
+
 def check_passthrough(flags: Sequence[str]) -> None:
     """main.py flags after ``--`` may not set what the table sets per row: one UsageError line."""
     for flag in flags:
         name = flag.split("=", 1)[0]
-        if name in RESERVED_MAIN_FLAGS:
+        if _sets_reserved(name):
             raise UsageError(f"-- {name}: run_table.py sets it for every row (use its own options: --recipe, --epochs, --seeds, --out)")
 
 
