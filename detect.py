@@ -96,7 +96,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def detector_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     """What goes to the detector's constructor besides k and classes: sizes and --detector-arg."""
     kwargs = parse_detector_args(args.detector_arg)
@@ -142,7 +141,6 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--detector-arg {unknown[0]}: {type(model).__name__} has no such setting")
 
 
-
 def split_paths(args: argparse.Namespace, split: str) -> Tuple[str, str]:
     """(image folder, annotation file) of a split: the flags, else COCO's own layout under DIR."""
     images, annotations = getattr(args, f"{split}_images"), getattr(args, f"{split}_annotations")
@@ -150,7 +148,6 @@ def split_paths(args: argparse.Namespace, split: str) -> Tuple[str, str]:
         return images, annotations
     default_images, default_annotations = coco_split_paths(args.data, split)
     return images or default_images, annotations or default_annotations
-
 
 
 def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module, str, Dict[str, Any], Optional[Dict[str, Any]]]:
@@ -167,8 +164,6 @@ def build_model(args: argparse.Namespace, data_classes: int) -> Tuple[nn.Module,
     if args.ksize is not None:
         kwargs["k_size"] = parse_ksize(args.ksize)
     return create_detector(arch, **kwargs), arch, kwargs, None
-
-
 
 
 def run(args: argparse.Namespace, context: DistributedContext) -> int:
@@ -200,8 +195,6 @@ def run(args: argparse.Namespace, context: DistributedContext) -> int:
 
     # One device per process: torchvision's detectors take lists of images, which DataParallel cannot split.
     train_model, eval_model = wrap_model(model, device, context, one_gpu=True)
-    if isinstance(train_model, nn.DataParallel):  # DataParallel cannot scatter lists of images of different sizes
-        train_model = eval_model = model
     if args.batch_size % context.world_size:
         raise UsageError(f"-b {args.batch_size} does not split evenly over {context.world_size} processes")
     per_process, data_seed, pin_memory = args.batch_size // context.world_size, args.seed or 0, device.type == "cuda"

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import models
+from models.layout import classifier_name
 from utils.checkpoint import checkpoint_args, load_model
 from utils.console import UsageError, parse_ksize, training_parser
 from utils.data.datasets import IMAGENET_TRAIN_SIZE, IMAGENET_VAL_SIZE, DataError, SyntheticImages, build_dataset
@@ -189,6 +190,7 @@ INGREDIENT_RANGES = {
 
 
 def validate_ingredients(args: argparse.Namespace) -> None:
+    """Each ingredient flag given on the command line in its range (:data:`INGREDIENT_RANGES`), one line if not."""
     for name, (valid, text) in INGREDIENT_RANGES.items():
         value = getattr(args, name)
         if value is not None and not valid(value):
@@ -295,8 +297,8 @@ def create_model(arch: str, drop_path: float, **kwargs: Any) -> nn.Module:
         raise UsageError(f"--drop-path: {arch} has no stochastic depth (the ResNets have); leave it at 0") from None
 
 
-def classifier_outputs(model: nn.Module) -> int:
-    return [module for module in model.modules() if isinstance(module, nn.Linear)][-1].out_features
+def classifier_outputs(model: nn.Module, arch: str) -> int:
+    return model.get_submodule(classifier_name(arch)).out_features
 
 
 def training_parts(
@@ -342,8 +344,8 @@ def run(args: argparse.Namespace, context: DistributedContext) -> int:
         model, arch, checkpoint = build_model(args, len(val_set.classes), drop_path)
     else:
         model, arch, checkpoint = build_model(args, args.num_classes, drop_path)
-        train_set, val_set = synthetic_datasets(args, classifier_outputs(model), early)
-    data_classes, outputs = len(val_set.classes), classifier_outputs(model)
+        train_set, val_set = synthetic_datasets(args, classifier_outputs(model, arch), early)
+    data_classes, outputs = len(val_set.classes), classifier_outputs(model, arch)
     if data_classes > outputs:
         raise UsageError(f"the data has {data_classes} classes but the model only {outputs} outputs; pass --num-classes {data_classes}")
     resolved = apply_recipe(args, arch, explicit)

@@ -26,8 +26,10 @@ class ChannelAttention(nn.Module):
 
     fuses_residual: bool = False
     """Whether the layer also computes a residual block's whole ending, ``relu(layer(x) + identity)``,
-    when called as ``layer(x, identity, overwrite_identity)`` (ECA's in-place fast path, which may
-    write over either input). Blocks then call that form instead of the three steps. A
+    when called as ``layer(x, identity, overwrite_identity, sample_scale=None)`` (ECA's in-place fast
+    path, which may write over either input; ``sample_scale``, (N, 1, 1, 1), is stochastic depth's
+    per-sample factor on the branch, ``relu(layer(x) * sample_scale + identity)``, and a scripted
+    block always passes it). Blocks then call that form instead of the three steps. A
     TorchScript constant, so a scripted block compiles only the call its layer takes; both
     forms are module calls, so FLOP counters' hooks see them."""
 

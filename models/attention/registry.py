@@ -34,6 +34,7 @@ _kinds: Dict[str, AttentionKind] = {}
 
 
 def register_attention(kind: AttentionKind) -> AttentionKind:
+    """Make ``kind`` buildable by name (networks' ``attention=``, ``create_attention``); a name is registered once."""
     if kind.name in _kinds:
         raise ValueError(f"attention {kind.name!r} is registered twice")
     _kinds[kind.name] = kind
@@ -41,6 +42,7 @@ def register_attention(kind: AttentionKind) -> AttentionKind:
 
 
 def list_attentions() -> List[str]:
+    """Every registered name, sorted, ``"none"`` included."""
     return sorted(_kinds)
 
 

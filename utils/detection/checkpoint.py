@@ -24,7 +24,7 @@ from models.detection.layout import (
     stage_kernel_sizes,
 )
 from models.kernel_size import format_kernel_sizes
-from models.layout import LayoutError
+from models.layout import LayoutError, classifier_name
 from utils.checkpoint import (
     CheckpointError,
     CheckpointWarning,
@@ -207,7 +207,8 @@ def load_backbone_weights(detector: nn.Module, path: PathLike) -> str:
             raise CheckpointError(_classification_refusal(path, error)) from None
     body = detector.backbone.body
     own = body.state_dict()
-    source = {key: value for key, value in classifier.state_dict().items() if not key.startswith("fc.")}
+    classifier_prefix = classifier_name(info["arch"]) + "."
+    source = {key: value for key, value in classifier.state_dict().items() if not key.startswith(classifier_prefix)}
     own_arch, own_kwargs = infer_detector(detector.state_dict())
     detector_kind, body_arch = detector_and_body(own_arch)
     if set(source) != set(own):

@@ -14,8 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-import torch
-
+from utils.checkpoint import CheckpointError, load_checkpoint_file
 from utils.console import UsageError
 from utils.longrun.resume import EPOCH_CHECKPOINT
 from utils.paper.report import RowResult
@@ -147,8 +146,8 @@ def run_finished(run_dir: str, epochs: Optional[int]) -> bool:
     if not os.path.isfile(path):
         return False
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # torch raises anything on a damaged file; main.py --resume auto will say what is wrong
+        checkpoint = load_checkpoint_file(path, mmap=True)
+    except CheckpointError:  # not finished: main.py --resume auto moves a damaged file aside and says why
         return False
     target = epochs if epochs is not None else checkpoint.get("args", {}).get("epochs")
     return target is not None and int(checkpoint.get("epoch", 0)) >= int(target)

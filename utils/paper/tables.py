@@ -79,10 +79,6 @@ class PaperTable:
     has_depth: bool = True
     """False for the MobileNetV2 table, whose rows have no ResNet depth."""
 
-    @property
-    def row_keys(self) -> Tuple[str, ...]:
-        return tuple(row.key for row in self.template)
-
 
 def _numbered(template: Tuple[PaperRow, ...], numbers: Dict[str, dict]) -> Tuple[PaperRow, ...]:
     """The template rows named in ``numbers`` (in the template's order), with those numbers filled in."""

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from utils.checkpoint import atomic_write
 from utils.console import UsageError
+from utils.data.transforms import eval_resize
 
 __all__ = [
     "Cited",
@@ -313,7 +314,7 @@ def _scaled(size: int, image_size: int) -> int:
 
 def _paper_size(name: str, image_size: int) -> int:
     """The paper's pipeline: train and test crops of ``image_size``, resize to image_size / 0.875 (256 for 224)."""
-    return int(round(image_size / 0.875)) if name == "val_resize_size" else image_size
+    return eval_resize(image_size) if name == "val_resize_size" else image_size
 
 
 def resolve_recipe(name: str, arch: str, explicit: Mapping[str, Any], image_size: int = REFERENCE_SIZE) -> ResolvedRecipe:
