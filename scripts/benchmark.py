@@ -276,9 +276,15 @@ def run(args: argparse.Namespace, names: List[str], out: TextIO = sys.stdout, me
     return rows
 
 
+def has_eca(name: str) -> bool:
+    """Whether the registered model holds ECA layers, which a ``:original`` or ``:timm`` reference swaps."""
+    with torch.device("meta"):
+        return any(isinstance(layer, EfficientChannelAttention) for layer in models.create_model(name).modules())
+
+
 def compared_names(args: argparse.Namespace) -> List[str]:
     names = [BASELINE] + [name for name in args.models if name != BASELINE]
-    return names + [f"{name}:{reference}" for reference in args.reference for name in args.models if name.startswith("eca_")]
+    return names + [f"{name}:{reference}" for reference in args.reference for name in args.models if has_eca(name)]
 
 
 def _table_depth(depth: str) -> Optional[int]:
@@ -307,9 +313,7 @@ def table_models(depth: Optional[int], references: Iterable[str] = ()) -> Tuple[
             skipped.append(f"{row.key} ({'no model here' if row.model is None else str(error).split(': ', 1)[1]})")
             continue
         timed.append((row, name))
-        with torch.device("meta"):
-            has_eca = any(isinstance(layer, EfficientChannelAttention) for layer in models.create_model(name).modules())
-        if has_eca:
+        if has_eca(name):
             timed += [(row, f"{name}:{reference}") for reference in references]
     return timed, skipped
 

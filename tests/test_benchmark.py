@@ -1,5 +1,6 @@
 """scripts/benchmark.py --table sota: Table 3's rows timed against the plain backbone, every depth in one run."""
 
+import argparse
 import copy
 import json
 import statistics
@@ -11,7 +12,7 @@ from helpers import run_code, run_script
 
 import models
 from models import EfficientChannelAttention
-from scripts.benchmark import REFERENCE_LAYERS, paper_fps_ratio, table_models, with_reference_eca
+from scripts.benchmark import REFERENCE_LAYERS, compared_names, paper_fps_ratio, table_models, with_reference_eca
 from utils.paper.tables import DEPTHS, MOBILENET, SOTA, table_rows
 
 TINY = ["--image-size", "32", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--formats", "nchw", "--threads", "1"]
@@ -120,3 +121,11 @@ def test_timm_missing_is_one_line_that_says_how_to_install_it():
     result = run_code(hide_timm, "--table", "sota", "--depth", "18", "--reference", "timm")
     assert result.returncode == 2
     assert result.stderr == "benchmark.py: error: --reference timm needs timm: pip install timm\n"
+
+
+def test_reference_rows_go_to_the_models_with_eca_layers():
+    """``:original`` swaps ECA layers: a model of another name with them (timm's ecaresnet50d) gets
+    the row, a model named eca_* without them (ECA-NS) does not."""
+    args = argparse.Namespace(models=["eca_ns_resnet50", "ecaresnet50d", "eca_resnet50"], reference=["original"])
+    assert compared_names(args)[-2:] == ["ecaresnet50d:original", "eca_resnet50:original"]
+    assert "eca_ns_resnet50:original" not in compared_names(args)
