@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
@@ -55,3 +55,12 @@ def run_code(code: str, *args: Arg, timeout: float = TIMEOUT) -> subprocess.Comp
     before anything imports it, say."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return run_script("-c", code, *args, env=script_env(PYTHONPATH=path), timeout=timeout)
+
+
+def exit_status(main: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
+    """A script's ``main(argv)`` run in this process, as its exit status: what it returns, or the
+    status of the SystemExit argparse raises for a bad command line."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code

@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
-from helpers import ROOT, run_script
+from helpers import ROOT, exit_status, run_script
 from matplotlib import font_manager
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.text import Annotation, Text
@@ -287,10 +287,7 @@ def test_plot_runs_bad_input_is_one_line_exit_2_and_no_chart(setup, argv, messag
     elif setup == "detection":
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "log.csv").write_text("epoch,lr,train_loss,val_bbox_AP\n0,0.01,1.5,30.0\n")
-    try:
-        status = plot_runs_main([arg.format(tmp=tmp_path) for arg in argv])
-    except SystemExit as exit:  # argparse's own errors
-        status = exit.code
+    status = exit_status(plot_runs_main, [arg.format(tmp=tmp_path) for arg in argv])
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and err.startswith(f"plot_runs.py: error: {message.format(tmp=tmp_path)}"), err

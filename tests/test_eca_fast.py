@@ -255,20 +255,24 @@ def saved_activation_bytes(model: torch.nn.Module, images: torch.Tensor) -> int:
     return sum(nbytes for ptr, nbytes in storages.items() if ptr not in params)
 
 
-def block_output_bytes(model: torch.nn.Module, images: torch.Tensor, downsampling_only: bool) -> int:
-    """Bytes of the residual blocks' outputs (of those with a downsample branch, if asked)."""
+def output_bytes(model: torch.nn.Module, images: torch.Tensor, modules: list[torch.nn.Module]) -> int:
+    """Bytes of the outputs of ``modules`` in one forward pass of ``model``."""
     sizes = []
-    blocks = [m for m in model.modules() if hasattr(m, "downsample")]
     hooks = [
-        block.register_forward_hook(lambda module, inputs, output: sizes.append(output.numel() * output.element_size()))
-        for block in blocks
-        if block.downsample is not None or not downsampling_only
+        module.register_forward_hook(lambda module, inputs, output: sizes.append(output.numel() * output.element_size()))
+        for module in modules
     ]
     with torch.no_grad():
         model(images)
     for hook in hooks:
         hook.remove()
     return sum(sizes)
+
+
+def block_output_bytes(model: torch.nn.Module, images: torch.Tensor, downsampling_only: bool) -> int:
+    """Bytes of the residual blocks' outputs (of those with a downsample branch, if asked)."""
+    blocks = [m for m in model.modules() if hasattr(m, "downsample") and (m.downsample is not None or not downsampling_only)]
+    return output_bytes(model, images, blocks)
 
 
 def test_eca_resnet50_saves_one_activation_less_per_block_than_the_original_code():
@@ -293,17 +297,8 @@ def test_eca_resnet50_saves_one_activation_less_per_block_than_the_original_code
 
 def attention_output_bytes(model: torch.nn.Module, images: torch.Tensor, residual_only: bool) -> int:
     """Bytes of the attention layers' outputs in MobileNetV2's blocks (of the blocks with a residual connection, if asked)."""
-    sizes = []
-    hooks = [
-        block.conv[-1].register_forward_hook(lambda module, inputs, output: sizes.append(output.numel() * output.element_size()))
-        for block in model.modules()
-        if isinstance(block, InvertedResidual) and (block.use_res_connect or not residual_only)
-    ]
-    with torch.no_grad():
-        model(images)
-    for hook in hooks:
-        hook.remove()
-    return sum(sizes)
+    blocks = [m for m in model.modules() if isinstance(m, InvertedResidual) and (m.use_res_connect or not residual_only)]
+    return output_bytes(model, images, [block.conv[-1] for block in blocks])
 
 
 def test_eca_mobilenet_v2_keeps_its_scaled_map_only_where_a_residual_is_added():

@@ -4,6 +4,7 @@ import functools
 
 import pytest
 import torch
+from helpers import exit_status
 from torchvision.ops import MultiScaleRoIAlign
 
 from models.detection import create_detector
@@ -113,10 +114,7 @@ def test_cli_prints_the_tables_numbers_with_exact_integers(capsys):
 )
 def test_cli_bad_detector_input_is_one_line_and_status_2(args, message, capsys):
     """argparse's refusals exit; a k the detector does not take returns: both status 2, one line."""
-    try:
-        status = main(args)
-    except SystemExit as stop:
-        status = stop.code
+    status = exit_status(main, args)
     assert status == 2
     output = capsys.readouterr()
     assert output.out == ""

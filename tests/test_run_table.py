@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_script, start_script
+from helpers import ROOT, exit_status, run_script, start_script
 from PIL import Image
 from test_robustness import make_images
 
@@ -178,10 +178,7 @@ def test_slurm_submits_one_job_per_row_and_seed_once(data, tmp_path, monkeypatch
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, data, capsys):
-    try:
-        status = run_table_main([arg.format(data=data) for arg in argv])
-    except SystemExit as exit:  # argparse's own errors
-        status = exit.code
+    status = exit_status(run_table_main, [arg.format(data=data) for arg in argv])
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and err.startswith(f"run_table.py: error: {message.format(data=data)}"), err
