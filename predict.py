@@ -227,9 +227,9 @@ def predict(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    show_warnings_as_one_line("predict: warning")
+    show_warnings_as_one_line("predict.py: warning")
     # bad input: a damaged checkpoint, an unreadable image (ValueError), an unwritable --out-dir (OSError)
-    return exit_status_of(lambda: predict(args), "predict", bad_input=(ValueError, OSError))
+    return exit_status_of(lambda: predict(args), "predict.py: error", bad_input=(ValueError, OSError))
 
 
 if __name__ == "__main__":

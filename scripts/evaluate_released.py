@@ -295,7 +295,7 @@ def evaluate_all(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     show_warnings_as_one_line()
-    return exit_status_of(lambda: evaluate_all(args), "evaluate_released")
+    return exit_status_of(lambda: evaluate_all(args), "evaluate_released.py: error")
 
 
 if __name__ == "__main__":

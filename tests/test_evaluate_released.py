@@ -128,10 +128,10 @@ def test_published_numbers_are_those_of_the_same_network(arch, kwargs, expected)
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["{released}", "--data", "{missing}"], "evaluate_released: data directory {missing} does not exist"),
-        (["{missing}", "--data", "{data}"], "evaluate_released: {missing}: no such file or directory"),
+        (["{released}", "--data", "{missing}"], "evaluate_released.py: error: data directory {missing} does not exist"),
+        (["{missing}", "--data", "{data}"], "evaluate_released.py: error: {missing}: no such file or directory"),
         (["{data}", "--data", "{data}"],
-         "evaluate_released: no checkpoint files (.pth.tar, .pth, .pt, .pkl, .bin, .safetensors) in {data}"),
+         "evaluate_released.py: error: no checkpoint files (.pth.tar, .pth, .pt, .pkl, .bin, .safetensors) in {data}"),
     ],
 )
 def test_bad_input_is_one_line(setup, tmp_path, capsys, args, message):

@@ -142,7 +142,7 @@ def damaged(saved, layout, tmp_path_factory):
 
 
 def assert_one_line(err, prefix, fragment):
-    lines = [line for line in err.splitlines() if not line.startswith(("warning:", "predict: warning:"))]
+    lines = [line for line in err.splitlines() if not line.startswith(("warning:", "predict.py: warning:"))]
     assert len(lines) == 1 and lines[0].startswith(prefix) and fragment in lines[0], err
     assert "Traceback" not in err
 
@@ -184,7 +184,7 @@ def test_predict_export_and_evaluate_released_refuse_a_damaged_checkpoint(data, 
     Image.new("RGB", (40, 40), (180, 120, 60)).save(image)
     assert predict.main(["--weights", str(damaged), str(image)]) == 2
     captured = capsys.readouterr()
-    assert_one_line(captured.err, f"predict: {damaged} is damaged: its record ", CRC_FAILURE)
+    assert_one_line(captured.err, f"predict.py: error: {damaged} is damaged: its record ", CRC_FAILURE)
     assert captured.out == ""
 
     assert export.main(["--weights", str(damaged), "--format", "torchscript", "--out", str(tmp_path / "model.pt")]) == 2

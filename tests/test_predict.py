@@ -71,10 +71,10 @@ def test_arch_is_read_from_the_weights(files, capsys):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("bad_image", "predict: cannot read image {bad_image}: not an image file"),
-        ("missing_image", "predict: cannot read image {missing}: No such file or directory"),
-        ("missing_weights", "predict: checkpoint {missing} does not exist"),
-        ("wrong_arch", "predict: {weights} holds eca_resnet18 weights, not eca_resnet50; use -a eca_resnet18 or leave -a out"),
+        ("bad_image", "predict.py: error: cannot read image {bad_image}: not an image file"),
+        ("missing_image", "predict.py: error: cannot read image {missing}: No such file or directory"),
+        ("missing_weights", "predict.py: error: checkpoint {missing} does not exist"),
+        ("wrong_arch", "predict.py: error: {weights} holds eca_resnet18 weights, not eca_resnet50; use -a eca_resnet18 or leave -a out"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(files, tmp_path, capsys, case, message):
