@@ -25,7 +25,14 @@ from utils.console import UsageError, parse_ksize, training_parser
 from utils.data.datasets import DataError
 from utils.detection.checkpoint import load_backbone_weights, load_detector
 from utils.detection.coco import CocoDetection, build_coco_loader, coco_split_paths
-from utils.detection.detector_settings import constructor_settings, is_rcnn, object_classes, parse_detector_args, plain_values
+from utils.detection.detector_settings import (
+    constructor_settings,
+    is_rcnn,
+    object_classes,
+    parse_detector_args,
+    plain_values,
+    predicts_masks,
+)
 from utils.detection.engine import DetectionTask
 from utils.distributed import DistributedContext, add_distributed_arguments, describe_processes
 from utils.longrun.resume import add_long_run_arguments, resolve_resume
@@ -175,7 +182,7 @@ def run(args: argparse.Namespace, context: DistributedContext) -> int:
     model, arch, kwargs, checkpoint = build_model(args, val_set.num_classes)
     train_set = None
     if not args.evaluate:
-        train_set = CocoDetection(*split_paths(args, "train"), train=True, with_masks=arch.startswith("maskrcnn"))
+        train_set = CocoDetection(*split_paths(args, "train"), train=True, with_masks=predicts_masks(model))
         if train_set.category_ids != val_set.category_ids:
             raise DataError(f"{train_set.annotation_file} and {val_set.annotation_file} have different categories")
     if val_set.num_classes > object_classes(arch, kwargs):
@@ -199,7 +206,7 @@ def run(args: argparse.Namespace, context: DistributedContext) -> int:
         raise UsageError(f"-b {args.batch_size} does not split evenly over {context.world_size} processes")
     per_process, data_seed, pin_memory = args.batch_size // context.world_size, args.seed or 0, device.type == "cuda"
     val_loader = build_coco_loader(val_set, False, per_process, args.workers, data_seed, context, pin_memory)
-    iou_types = ("bbox", "segm") if arch.startswith("maskrcnn") else ("bbox",)
+    iou_types = ("bbox", "segm") if predicts_masks(model) else ("bbox",)
     task = DetectionTask(val_loader, val_set, eval_model, iou_types, os.path.join(run_dir, "detections_val.json"))
     if args.evaluate:
         task.evaluate(config)

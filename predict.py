@@ -38,6 +38,7 @@ from utils.console import OneLineErrorParser, device_argument, exit_status_of, p
 from utils.data.decode import encode_png, unreadable_reason
 from utils.data.transforms import build_transform
 from utils.detection.checkpoint import load_detector
+from utils.detection.detector_settings import object_classes
 
 IMAGENET_CLASSES: List[str] = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
 """The 1000 ImageNet-1k class names in WNID-sorted order, the order ImageFolder gives the classes."""
@@ -176,7 +177,7 @@ def detect(args: argparse.Namespace) -> int:
     pictures = [open_rgb(path) for path in args.images]
     device = torch.device(args.device)
     model = model.to(device).eval()
-    num_labels = info["kwargs"]["num_classes"] - int(not info["arch"].startswith("retinanet"))
+    num_labels = object_classes(info["arch"], info["kwargs"])
     names = detection_class_names(info["classes"], num_labels)
     os.makedirs(args.out_dir, exist_ok=True)
     reports = []

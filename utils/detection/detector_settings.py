@@ -5,6 +5,8 @@ the settings a checkpoint can hold."""
 import inspect
 from typing import Any, Dict, Sequence, Set
 
+from torch import nn
+
 from utils.console import UsageError
 
 
@@ -43,6 +45,13 @@ def constructor_settings(detector: type) -> Set[str]:
 def is_rcnn(arch: str) -> bool:
     """R-CNNs count the background as a class; RetinaNet does not."""
     return not arch.startswith("retinanet")
+
+
+def predicts_masks(detector: nn.Module) -> bool:
+    """Whether the detector segments too (a Mask R-CNN's mask head): its data then needs masks,
+    and COCO evaluates its segmentations beside its boxes."""
+    roi_heads = getattr(detector, "roi_heads", None)
+    return roi_heads is not None and roi_heads.has_mask()
 
 
 def object_classes(arch: str, kwargs: Dict[str, Any]) -> int:
