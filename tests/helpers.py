@@ -1,5 +1,6 @@
 """The project's scripts run as users run them, in a subprocess, the same way in every test file."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +12,9 @@ TIMEOUT = 300
 """Seconds a script may take before the test fails instead of hanging the suite."""
 
 Arg = Union[str, int, float, os.PathLike]
+
+PEERS = ROOT / "tests" / "fixtures" / "peers"
+"""The peers' checkpoint fixtures: their layouts, their own code's outputs, and make_checkpoint.py."""
 
 
 def script_env(**variables: str) -> Dict[str, str]:
@@ -64,3 +68,12 @@ def exit_status(main: Callable[[Sequence[str]], int], argv: Sequence[str]) -> in
         return main(argv)
     except SystemExit as stop:
         return stop.code
+
+
+def peer_checkpoint_writer():
+    """``tests/fixtures/peers/make_checkpoint.py`` as a module (a script beside the fixtures, not a
+    package): it writes each fixture's file in the peer's own format."""
+    spec = importlib.util.spec_from_file_location("peer_make_checkpoint", PEERS / "make_checkpoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

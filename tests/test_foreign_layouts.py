@@ -17,7 +17,7 @@ import safetensors.torch
 import timm
 import torch
 import torchvision
-from helpers import run_script
+from helpers import PEERS, peer_checkpoint_writer, run_script
 from torch import nn
 
 import models
@@ -26,19 +26,10 @@ from scripts.make_demo_data import make_split
 from utils.checkpoint import CheckpointError, CheckpointWarning, extract_state_dict, load_checkpoint_file, load_model
 from utils.export import export_model
 
-PEERS = Path(__file__).parent / "fixtures" / "peers"
 PEER_TOLERANCE = 1e-6
 """The fixtures' tolerance (float64): the peers' own code reproduces them exactly."""
 
-
-def _load_make_checkpoint():
-    spec = importlib.util.spec_from_file_location("peer_make_checkpoint", PEERS / "make_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_checkpoint = _load_make_checkpoint()
+make_checkpoint = peer_checkpoint_writer()
 
 
 def peer_fixture(entry: str) -> dict:

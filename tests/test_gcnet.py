@@ -5,7 +5,6 @@ compute what GCNet's own code computes (the per-channel means of C2..C5 in float
 1e-6); GC's ratio is read from the shapes, in GCNet's r4 files and this project's own alike."""
 
 import copy
-import importlib.util
 import json
 import re
 import warnings
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from coco_sets import write_coco_set
-from helpers import run_script
+from helpers import PEERS, peer_checkpoint_writer, run_script
 
 import models
 from models import layout
@@ -23,20 +22,11 @@ from models.detection.layout import adapt_detector_state_dict, infer_detector, m
 from utils.checkpoint import CheckpointError, CheckpointWarning, extract_state_dict, load_checkpoint_file, load_model, save_checkpoint
 from utils.detection.checkpoint import load_backbone_weights, load_detector
 
-PEERS = Path(__file__).parent / "fixtures" / "peers"
 ENTRY = "gcnet_mmdet_r50_gc_r16_c3c5_backbone"
 PEER_TOLERANCE = 1e-6
 STAGES = ("c2_mean", "c3_mean", "c4_mean", "c5_mean")
 
-
-def _load_make_checkpoint():
-    spec = importlib.util.spec_from_file_location("peer_make_checkpoint", PEERS / "make_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_checkpoint = _load_make_checkpoint()
+make_checkpoint = peer_checkpoint_writer()
 FIXTURE = json.loads((PEERS / f"{ENTRY}.json").read_text())
 
 
